@@ -1,0 +1,15 @@
+import type { Knex } from 'knex';
+import type { TableNames } from '../src/db/tables.js';
+import * as createJobs from './20261128000001_create_jobs.js';
+
+export interface MailqMigration {
+  name: string;
+  up(knex: Knex, tables: TableNames): Promise<void>;
+  down(knex: Knex, tables: TableNames): Promise<void>;
+}
+
+/**
+ * Every migration, in order. Imported rather than read from a folder so they ship compiled
+ * inside the package and run the same from this repo or from an app's node_modules.
+ */
+export const migrations: MailqMigration[] = [createJobs];

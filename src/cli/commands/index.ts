@@ -1,0 +1,20 @@
+import type { CommandModule } from 'yargs';
+import type { GlobalFlags } from '../context.js';
+import { dispatchCommand } from './dispatch.js';
+import { failedCommand, failedShowCommand } from './failed.js';
+import { migrateCommand } from './migrate.js';
+import { flushCommand, forgetCommand, retryCommand } from './retry.js';
+import { workCommand } from './work.js';
+
+/** Every verb of the CLI; each is a thin wrapper over one library call. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const commands: Array<CommandModule<GlobalFlags, any>> = [
+  migrateCommand,
+  workCommand,
+  dispatchCommand,
+  failedCommand,
+  failedShowCommand,
+  retryCommand,
+  forgetCommand,
+  flushCommand,
+];

@@ -1,0 +1,45 @@
+import yargs from 'yargs';
+import { cliState } from './command.js';
+import { commands } from './commands/index.js';
+import { processOutput, type Output } from './output.js';
+
+/**
+ * Parses argv, runs one command, returns its exit code. Bad flags and unknown commands are
+ * one line on stderr and exit code 2.
+ */
+export async function main(argv: string[], output: Output = processOutput): Promise<number> {
+  cliState.output = output;
+  cliState.exitCode = 0;
+  let usageError: string | undefined;
+  const parser = yargs(argv)
+    .scriptName('mailq')
+    .usage('$0 <command> [options]')
+    .option('database-url', { type: 'string', describe: 'mysql://user:password@host:3306/db (default: MAILQ_DATABASE_URL, DATABASE_URL)' })
+    .option('config', { type: 'string', describe: 'Config file (default: ./mailq.config.{js,mjs,ts})' })
+    .option('prefix', { type: 'string', describe: 'Table name prefix' })
+    .option('log-level', { type: 'string', describe: 'fatal|error|warn|info|debug|trace|silent' })
+    .option('verbose', { type: 'boolean', describe: 'Debug logs and stack traces', default: false })
+    .command(commands)
+    .demandCommand(1, 'name a command (mailq --help lists them)')
+    .strict()
+    .recommendCommands()
+    .help()
+    .version()
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .exitProcess(false)
+    .fail((message, error) => {
+      if (error) throw error;
+      usageError = message;
+    });
+  try {
+    await parser.parseAsync();
+  } catch (error) {
+    usageError ??= (error as Error).message;
+  }
+  if (usageError) {
+    output.err(`mailq: ${usageError}`);
+    output.err('Run `mailq --help` for usage.');
+    return 2;
+  }
+  return cliState.exitCode;
+}

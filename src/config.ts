@@ -1,0 +1,192 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+import { parseBackoffFlag, toBackoffPlan, type BackoffPlan } from './backoff.js';
+import { ConfigError } from './errors.js';
+import { parseDatabaseUrl } from './db/url.js';
+
+/**
+ * One schema for every setting, whatever its source. Precedence: CLI flags, then environment
+ * (`MAILQ_*`, `DATABASE_URL`), then the config file, then these defaults.
+ */
+const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  try {
+    return parseDuration(value);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    return z.NEVER;
+  }
+});
+
+const backoff = z
+  .union([
+    z.number(),
+    z.string(),
+    z.array(z.union([z.number(), z.string()])),
+    z.object({ type: z.literal('exponential'), base: z.union([z.number(), z.string()]), max: z.union([z.number(), z.string()]).optional(), jitter: z.boolean().optional() }),
+  ])
+  .transform((value, ctx): BackoffPlan => {
+    try {
+      return toBackoffPlan(typeof value === 'string' ? parseBackoffFlag(value) : value);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+  });
+
+const queueList = z
+  .union([z.string(), z.array(z.string())])
+  .transform((value) => (Array.isArray(value) ? value : value.split(',')).map((q) => q.trim()).filter(Boolean))
+  .refine((queues) => queues.length > 0, 'name at least one queue');
+
+const positiveInt = z.coerce.number().int().positive();
+
+const workerSchema = z.object({
+  queues: queueList.default(['default']),
+  concurrency: positiveInt.default(1),
+  processes: positiveInt.default(1),
+  tries: positiveInt.default(1),
+  timeout: duration.default(60_000),
+  backoff: backoff.default([0]),
+  sleep: duration.default(100),
+  maxJobs: positiveInt.optional(),
+  maxTime: duration.optional(),
+  memory: z.union([z.number(), z.string()]).optional(),
+  stopWait: duration.default(60_000),
+  leaseGrace: duration.default(30_000),
+  timeoutGrace: duration.default(10_000),
+  sweepInterval: duration.default(15_000),
+  once: z.boolean().default(false),
+  stopWhenEmpty: z.boolean().default(false),
+});
+
+const twsSchema = z.object({
+  url: z.string().url('MAILQ_TWS_URL must be an http(s) URL').optional(),
+  token: z.string().optional(),
+  rateLimit: z.string().default('100/min'),
+});
+
+export const settingsSchema = z.object({
+  databaseUrl: z
+    .string({ error: 'no database configured: set MAILQ_DATABASE_URL (or DATABASE_URL), pass --database-url, or set databaseUrl in mailq.config.js' })
+    .superRefine((url, ctx) => {
+      try {
+        parseDatabaseUrl(url);
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: (error as Error).message });
+      }
+    }),
+  tablePrefix: z.string().regex(/^[A-Za-z0-9_]*$/, 'tablePrefix may hold letters, digits and _ only').default(''),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  jobs: z.array(z.string()).default([]),
+  worker: workerSchema.default(workerSchema.parse({})),
+  tws: twsSchema.default(twsSchema.parse({})),
+  schedule: z.array(z.record(z.string(), z.unknown())).default([]),
+});
+
+export type MailqSettings = z.output<typeof settingsSchema>;
+export type WorkerSettings = MailqSettings['worker'];
+export type MailqConfigInput = z.input<typeof settingsSchema> & { configDir?: string };
+
+const CONFIG_FILE_NAMES = ['mailq.config.js', 'mailq.config.mjs', 'mailq.config.ts', 'mailq.config.mts'];
+
+export interface LoadSettingsOptions {
+  /** Values from CLI flags, already in the schema's shape. */
+  flags?: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+  /** An explicit config file; otherwise the first of mailq.config.{js,mjs,ts,mts} in cwd, if any. */
+  configPath?: string;
+  cwd?: string;
+}
+
+export interface LoadedSettings {
+  settings: MailqSettings;
+  /** Job modules resolved to absolute paths (relative entries are relative to the config file). */
+  jobModules: string[];
+  configPath?: string;
+}
+
+export async function loadSettings(options: LoadSettingsOptions = {}): Promise<LoadedSettings> {
+  const cwd = options.cwd ?? process.cwd();
+  const configPath = findConfigFile(cwd, options.configPath);
+  const fileValues = configPath ? await importConfigFile(configPath) : {};
+  const merged = mergeDeep(mergeDeep(fileValues, envValues(options.env ?? process.env)), stripUndefined(options.flags ?? {}));
+  const settings = parseSettings(merged);
+  const baseDir = configPath ? path.dirname(configPath) : cwd;
+  const fileJobs = (fileValues.jobs as string[] | undefined) ?? [];
+  const jobModules = settings.jobs.map((entry) => resolveModule(entry, fileJobs.includes(entry) ? baseDir : cwd));
+  return { settings, jobModules, configPath };
+}
+
+export function parseSettings(input: unknown): MailqSettings {
+  const result = settingsSchema.safeParse(input);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
+  throw new ConfigError(`invalid setting ${where}${issue.message}`);
+}
+
+function envValues(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const tws = stripUndefined({ url: env.MAILQ_TWS_URL, token: env.MAILQ_TWS_TOKEN, rateLimit: env.MAILQ_TWS_RATE_LIMIT });
+  return stripUndefined({
+    databaseUrl: env.MAILQ_DATABASE_URL || env.DATABASE_URL || undefined,
+    tablePrefix: env.MAILQ_TABLE_PREFIX,
+    logLevel: env.MAILQ_LOG_LEVEL,
+    tws: Object.keys(tws).length ? tws : undefined,
+  });
+}
+
+function findConfigFile(cwd: string, explicit?: string): string | undefined {
+  if (explicit) {
+    const absolute = path.resolve(cwd, explicit);
+    if (!existsSync(absolute)) throw new ConfigError(`config file not found: ${explicit}`);
+    return absolute;
+  }
+  return CONFIG_FILE_NAMES.map((name) => path.join(cwd, name)).find((candidate) => existsSync(candidate));
+}
+
+async function importConfigFile(file: string): Promise<Record<string, unknown>> {
+  let loaded: Record<string, unknown>;
+  try {
+    loaded = (await importModule(file)) as Record<string, unknown>;
+  } catch (error) {
+    throw new ConfigError(`cannot load config file ${file}: ${(error as Error).message}`);
+  }
+  const value = (loaded.default ?? loaded) as unknown;
+  const resolved = typeof value === 'function' ? await (value as () => unknown)() : value;
+  if (!resolved || typeof resolved !== 'object') throw new ConfigError(`config file ${file} must export an object`);
+  return resolved as Record<string, unknown>;
+}
+
+/** Imports JS directly and TypeScript through tsx, so `mailq.config.ts` and `.ts` job modules work on Node 20. */
+export async function importModule(file: string): Promise<Record<string, unknown>> {
+  const url = pathToFileURL(file).href;
+  if (/\.[mc]?ts$/.test(file)) {
+    const { tsImport } = await import('tsx/esm/api');
+    return (await tsImport(url, import.meta.url)) as Record<string, unknown>;
+  }
+  return (await import(url)) as Record<string, unknown>;
+}
+
+function resolveModule(entry: string, baseDir: string): string {
+  return entry.startsWith('.') || path.isAbsolute(entry) ? path.resolve(baseDir, entry) : entry;
+}
+
+function stripUndefined(values: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined));
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function mergeDeep(base: Record<string, unknown>, override: Record<string, unknown>): Record<string, unknown> {
+  const result: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(override)) {
+    if (value === undefined) continue;
+    result[key] = isPlainObject(value) && isPlainObject(result[key]) ? mergeDeep(result[key] as Record<string, unknown>, value) : value;
+  }
+  return result;
+}

@@ -1,0 +1,42 @@
+import knexFactory, { type Knex } from 'knex';
+import { parseDatabaseUrl } from './url.js';
+
+export type { Knex };
+
+export interface ConnectOptions {
+  poolMax?: number;
+}
+
+/**
+ * A knex pool on mysql2. Sessions run in UTC so DATETIME values mean the same thing on every
+ * host; queue times come from the database clock (NOW(3)), never from a worker's clock.
+ */
+export function connect(databaseUrl: string, options: ConnectOptions = {}): Knex {
+  const address = parseDatabaseUrl(databaseUrl);
+  return knexFactory({
+    client: 'mysql2',
+    connection: {
+      host: address.host,
+      port: address.port,
+      user: address.user,
+      password: address.password,
+      database: address.database,
+      timezone: 'Z',
+      charset: 'utf8mb4',
+      supportBigNumbers: true,
+      connectTimeout: 10_000,
+    },
+    pool: {
+      min: 0,
+      max: options.poolMax ?? 10,
+      afterCreate(connection: { query: (sql: string, cb: (error: unknown) => void) => void }, done: (error: unknown, connection: unknown) => void) {
+        connection.query("SET time_zone = '+00:00'", (error) => done(error, connection));
+      },
+    },
+    acquireConnectionTimeout: 15_000,
+    // knex would print connection errors to the console itself; callers report them once, clearly.
+    log: { warn: noop, error: noop, debug: noop, deprecate: noop },
+  });
+}
+
+function noop(): void {}

@@ -1,0 +1,55 @@
+/**
+ * Errors the CLI turns into one clear line and an exit code, instead of a stack trace.
+ * `exitCode` 2 means "you asked for something invalid"; 1 means "it could not be done".
+ */
+export class MailqError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, options?: { exitCode?: number; cause?: unknown }) {
+    super(message, { cause: options?.cause });
+    this.name = new.target.name;
+    this.exitCode = options?.exitCode ?? 1;
+  }
+}
+
+/** A setting, flag or URL that fails validation. */
+export class ConfigError extends MailqError {
+  constructor(message: string) {
+    super(message, { exitCode: 2 });
+  }
+}
+
+/** A payload that fails its job's schema, or a job name nobody defined. */
+export class InvalidJobError extends MailqError {
+  constructor(message: string) {
+    super(message, { exitCode: 2 });
+  }
+}
+
+/** Thrown by a handler: the job can never succeed, so it goes to failed_jobs without further retries. */
+export class PermanentError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PermanentError';
+  }
+}
+
+/**
+ * Thrown by a handler (or via `ctx.defer`) to put the job back without counting the attempt,
+ * e.g. when an upstream API answers 429: waiting must never exhaust a job's tries.
+ */
+export class DeferJobError extends Error {
+  readonly delayMs: number;
+  constructor(delayMs: number, reason = 'deferred') {
+    super(reason);
+    this.name = 'DeferJobError';
+    this.delayMs = Math.max(0, Math.round(delayMs));
+  }
+}
+
+/** The attempt outlived its timeout. */
+export class JobTimeoutError extends Error {
+  constructor(timeoutMs: number) {
+    super(`job timed out after ${timeoutMs} ms`);
+    this.name = 'JobTimeoutError';
+  }
+}

@@ -1,0 +1,96 @@
+import type { Logger } from 'pino';
+import type { ZodType } from 'zod';
+import type { BackoffOption } from './backoff.js';
+import type { Duration } from './duration.js';
+
+/** What a handler knows about the attempt it is running. */
+export interface JobContext {
+  /** Aborted when the attempt times out or the worker stops: pass it to fetch and friends. */
+  signal: AbortSignal;
+  job: {
+    id: number;
+    uuid: string;
+    name: string;
+    queue: string;
+    /** 1 on the first run. */
+    attempt: number;
+    maxAttempts: number;
+    batchId: string | null;
+  };
+  logger: Logger;
+  /** Put the job back for `delay` without counting this attempt (e.g. an upstream 429). */
+  defer(delay: Duration, reason?: string): never;
+}
+
+export interface JobDefinition<Payload = unknown> {
+  readonly kind: 'mailq.job';
+  readonly name: string;
+  readonly schema?: ZodType<Payload>;
+  /** Attempts in all, including the first (Laravel's `$tries`). */
+  readonly tries?: number;
+  readonly backoff?: BackoffOption;
+  readonly timeout?: Duration;
+  readonly queue?: string;
+  readonly priority?: number;
+  handle(payload: Payload, context: JobContext): Promise<unknown> | unknown;
+}
+
+export type JobOptions<Payload> = Omit<JobDefinition<Payload>, 'kind'>;
+
+/**
+ * Declares a job type. Options set here override a worker's defaults (`--tries`, `--timeout`, …).
+ *
+ * @example
+ * const sendEmail = defineJob({
+ *   name: 'send-email',
+ *   schema: z.object({ userId: z.number() }),
+ *   tries: 3,
+ *   backoff: [60, 120, 300],
+ *   timeout: '30s',
+ *   async handle({ userId }, { signal }) { await mailer.send(userId, { signal }); },
+ * });
+ */
+export function defineJob<Payload>(options: JobOptions<Payload>): JobDefinition<Payload> {
+  if (!options.name || typeof options.name !== 'string') throw new TypeError('defineJob: a job needs a name');
+  if (typeof options.handle !== 'function') throw new TypeError(`defineJob(${options.name}): handle must be a function`);
+  if (options.tries !== undefined && (!Number.isInteger(options.tries) || options.tries < 1)) {
+    throw new TypeError(`defineJob(${options.name}): tries must be an integer ≥ 1`);
+  }
+  return Object.freeze({ ...options, kind: 'mailq.job' as const });
+}
+
+export function isJobDefinition(value: unknown): value is JobDefinition {
+  return typeof value === 'object' && value !== null && (value as JobDefinition).kind === 'mailq.job';
+}
+
+/** Collects job definitions from a loaded module: any export that is one, or an array of them. */
+export function jobsFromModule(module: Record<string, unknown>): JobDefinition[] {
+  const found: JobDefinition[] = [];
+  for (const value of Object.values(module)) {
+    if (isJobDefinition(value)) found.push(value);
+    else if (Array.isArray(value)) found.push(...value.filter(isJobDefinition));
+  }
+  return found;
+}
+
+export class JobRegistry {
+  readonly #jobs = new Map<string, JobDefinition>();
+
+  constructor(jobs: Iterable<JobDefinition> = []) {
+    for (const job of jobs) this.add(job);
+  }
+
+  add(job: JobDefinition): void {
+    const existing = this.#jobs.get(job.name);
+    if (existing && existing !== job) throw new TypeError(`two different jobs are named '${job.name}'`);
+    this.#jobs.set(job.name, job);
+  }
+
+  get(name: string): JobDefinition | undefined {
+    return this.#jobs.get(name);
+  }
+
+  names(): string[] {
+    return [...this.#jobs.keys()];
+  }
+}

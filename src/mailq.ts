@@ -1,0 +1,109 @@
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+import { connect } from './db/connection.js';
+import { tableNames, type TableNames } from './db/tables.js';
+import { InvalidJobError } from './errors.js';
+import { FailedJobs } from './failed/store.js';
+import { JobRegistry, type JobDefinition } from './job.js';
+import { createLogger } from './logger.js';
+import { Dispatcher, type DispatchedJob, type DispatchManyOptions, type DispatchManyResult, type DispatchOneOptions } from './queue/dispatcher.js';
+import { migrateLatest, migrateRollback, migrationStatus, type MigrationStatus } from './schema/migrate.js';
+import { Worker, type WorkerOptions } from './worker/worker.js';
+
+export interface MailqOptions {
+  /** `mysql://user:password@host:3306/database`; or pass your own `knex`. */
+  databaseUrl?: string;
+  /** An existing knex instance (mysql2 client). mailq will not destroy it on close(). */
+  knex?: Knex;
+  /** Prefix for every mailq table, e.g. `mailq_`. */
+  tablePrefix?: string;
+  /** Job definitions this instance knows: dispatch by name and workers run them. */
+  jobs?: JobDefinition[];
+  logger?: Logger;
+  /** Connection pool size when mailq opens its own pool. */
+  poolMax?: number;
+}
+
+/**
+ * The queue: dispatch jobs, run workers, operate failed jobs.
+ *
+ * @example
+ * const mq = createMailq({ databaseUrl: process.env.MAILQ_DATABASE_URL, jobs: [sendEmail] });
+ * await mq.migrate();
+ * await mq.dispatch(sendEmail, { userId: 42 }, { delay: '10s' });
+ * await mq.dispatchMany(sendEmail, users.map((u) => ({ userId: u.id })));
+ * await mq.worker({ queues: ['default'], concurrency: 10 }).run();
+ */
+export class Mailq {
+  readonly knex: Knex;
+  readonly tables: TableNames;
+  readonly registry: JobRegistry;
+  readonly logger: Logger;
+  /** Failed jobs: list, show, retry, forget, flush. */
+  readonly failed: FailedJobs;
+  private readonly dispatcher: Dispatcher;
+  private readonly ownsKnex: boolean;
+  private readonly workers = new Set<Worker>();
+
+  constructor(options: MailqOptions) {
+    if (!options.knex && !options.databaseUrl) throw new InvalidJobError('createMailq needs a databaseUrl or a knex instance');
+    this.knex = options.knex ?? connect(options.databaseUrl!, { poolMax: options.poolMax });
+    this.ownsKnex = !options.knex;
+    this.tables = tableNames(options.tablePrefix);
+    this.registry = new JobRegistry(options.jobs);
+    this.logger = options.logger ?? createLogger({ level: 'warn' });
+    this.failed = new FailedJobs(this.knex, this.tables);
+    this.dispatcher = new Dispatcher(this.knex, this.tables, (job) => this.resolveJob(job));
+  }
+
+  /** Creates or upgrades mailq's tables; returns the migrations it applied. */
+  migrate(): Promise<string[]> {
+    return migrateLatest(this.knex, this.tables);
+  }
+
+  migrationStatus(): Promise<MigrationStatus> {
+    return migrationStatus(this.knex, this.tables);
+  }
+
+  rollback(options: { all?: boolean } = {}): Promise<string[]> {
+    return migrateRollback(this.knex, this.tables, options.all);
+  }
+
+  /** Enqueues one job. Pass `transaction` to enqueue atomically with your own writes. */
+  dispatch<P>(job: JobDefinition<P> | string, payload: P, options?: DispatchOneOptions): Promise<DispatchedJob> {
+    return this.dispatcher.dispatch(job, payload, options);
+  }
+
+  /** Validates every payload, then bulk-inserts them in chunks of multi-row INSERTs, in one transaction. */
+  dispatchMany<P>(job: JobDefinition<P> | string, payloads: readonly P[], options?: DispatchManyOptions): Promise<DispatchManyResult> {
+    return this.dispatcher.dispatchMany(job, payloads, options);
+  }
+
+  /** A worker over this queue's jobs (plus any given here); call `run()` to start it. */
+  worker(options: WorkerOptions & { jobs?: JobDefinition[] } = {}): Worker {
+    const registry = options.jobs ? new JobRegistry([...this.registryJobs(), ...options.jobs]) : this.registry;
+    const worker = new Worker(this.knex, this.tables, registry, this.logger, options);
+    this.workers.add(worker);
+    worker.once('stopping', () => this.workers.delete(worker));
+    return worker;
+  }
+
+  /** Stops this instance's workers gracefully and closes the pool (if mailq opened it). */
+  async close(): Promise<void> {
+    await Promise.all([...this.workers].map((worker) => worker.stop()));
+    if (this.ownsKnex) await this.knex.destroy();
+  }
+
+  private registryJobs(): JobDefinition[] {
+    return this.registry.names().map((name) => this.registry.get(name)!);
+  }
+
+  private resolveJob(job: JobDefinition | string): JobDefinition | string {
+    if (typeof job !== 'string') return job;
+    return this.registry.get(job) ?? job;
+  }
+}
+
+export function createMailq(options: MailqOptions): Mailq {
+  return new Mailq(options);
+}

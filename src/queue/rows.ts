@@ -1,0 +1,103 @@
+import { randomUUID } from 'node:crypto';
+import { toBackoffPlan } from '../backoff.js';
+import { parseDuration, type Duration } from '../duration.js';
+import { InvalidJobError } from '../errors.js';
+import type { JobDefinition } from '../job.js';
+
+export interface DispatchOptions {
+  /** Defaults to the job's own queue, else `default`. */
+  queue?: string;
+  /** Run no earlier than this from now (database clock). */
+  delay?: Duration;
+  /** Lower runs first (like BullMQ); default 0. */
+  priority?: number;
+  /** Override the job's tries / backoff / timeout for these rows. */
+  tries?: number;
+  backoff?: JobDefinition['backoff'];
+  timeout?: Duration;
+  batchId?: string;
+}
+
+/** One row as the INSERT writes it, minus what the database fills in (id, available_at, created_at). */
+export interface NewJobRow {
+  uuid: string;
+  queue: string;
+  name: string;
+  payload: string;
+  max_attempts: number | null;
+  backoff: string | null;
+  timeout_ms: number | null;
+  priority: number;
+  batch_id: string | null;
+  unique_key: string | null;
+}
+
+export const NEW_JOB_COLUMNS = [
+  'uuid', 'queue', 'name', 'payload', 'max_attempts', 'backoff', 'timeout_ms', 'priority', 'batch_id', 'unique_key',
+] as const satisfies ReadonlyArray<keyof NewJobRow>;
+
+/** The parts every row of one dispatch call shares, computed once. */
+export interface RowTemplate {
+  queue: string;
+  name: string;
+  maxAttempts: number | null;
+  backoff: string | null;
+  timeoutMs: number | null;
+  priority: number;
+  batchId: string | null;
+  delayMs: number;
+}
+
+export function rowTemplate(job: JobDefinition | string, options: DispatchOptions = {}): RowTemplate {
+  const definition = typeof job === 'string' ? undefined : job;
+  const name = typeof job === 'string' ? job : job.name;
+  const tries = options.tries ?? definition?.tries;
+  const backoff = options.backoff ?? definition?.backoff;
+  const timeout = options.timeout ?? definition?.timeout;
+  const priority = options.priority ?? definition?.priority ?? 0;
+  if (!Number.isInteger(priority) || priority < -32768 || priority > 32767) throw new InvalidJobError(`priority must be an integer from -32768 to 32767`);
+  if (tries !== undefined && (!Number.isInteger(tries) || tries < 1)) throw new InvalidJobError('tries must be an integer ≥ 1');
+  return {
+    queue: options.queue ?? definition?.queue ?? 'default',
+    name,
+    maxAttempts: tries ?? null,
+    backoff: backoff === undefined ? null : JSON.stringify(toBackoffPlan(backoff)),
+    timeoutMs: timeout === undefined ? null : parseDuration(timeout),
+    priority,
+    batchId: options.batchId ?? null,
+    delayMs: options.delay === undefined ? 0 : parseDuration(options.delay),
+  };
+}
+
+/** Validates a payload against the job's schema; the error names the bad field. */
+export function validatePayload(job: JobDefinition | string, payload: unknown, index?: number): unknown {
+  const where = index === undefined ? '' : ` at index ${index}`;
+  if (typeof job === 'string' || !job.schema) return ensureSerializable(payload, typeof job === 'string' ? job : job.name, where);
+  const result = job.schema.safeParse(payload);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const field = issue.path.length ? `${issue.path.join('.')}: ` : '';
+    throw new InvalidJobError(`invalid payload for job '${job.name}'${where}: ${field}${issue.message}`);
+  }
+  return ensureSerializable(result.data, job.name, where);
+}
+
+function ensureSerializable(payload: unknown, name: string, where: string): unknown {
+  if (payload === undefined) throw new InvalidJobError(`invalid payload for job '${name}'${where}: payload is undefined`);
+  return payload;
+}
+
+export function newJobRow(template: RowTemplate, payload: unknown, uniqueKey: string | null = null): NewJobRow {
+  return {
+    uuid: randomUUID(),
+    queue: template.queue,
+    name: template.name,
+    payload: JSON.stringify(payload),
+    max_attempts: template.maxAttempts,
+    backoff: template.backoff,
+    timeout_ms: template.timeoutMs,
+    priority: template.priority,
+    batch_id: template.batchId,
+    unique_key: uniqueKey,
+  };
+}

@@ -1,0 +1,36 @@
+/**
+ * Groups finished job ids into one statement per flush: while one DELETE is in flight the next
+ * completions gather, so under load many jobs share a round trip and at idle none waits.
+ */
+export class CompletionBuffer {
+  #pending: number[] = [];
+  #inFlight: Promise<void> | undefined;
+
+  constructor(
+    private readonly write: (ids: number[]) => Promise<void>,
+    private readonly maxBatch = 500,
+  ) {}
+
+  add(id: number): void {
+    this.#pending.push(id);
+    this.#inFlight ??= this.#drain().finally(() => {
+      this.#inFlight = undefined;
+    });
+  }
+
+  /** Resolves when every id added so far is written. */
+  async flush(): Promise<void> {
+    while (this.#inFlight) await this.#inFlight;
+  }
+
+  get size(): number {
+    return this.#pending.length;
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#pending.length > 0) {
+      const batch = this.#pending.splice(0, this.maxBatch);
+      await this.write(batch);
+    }
+  }
+}

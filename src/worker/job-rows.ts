@@ -1,0 +1,161 @@
+import type { Knex } from 'knex';
+import type { TableNames } from '../db/tables.js';
+import { moveJobToFailed } from '../failed/store.js';
+import { CLAIM_COLUMNS, toClaimedJob, type ClaimDefaults, type ClaimedJob } from './claimed-job.js';
+
+/**
+ * Every statement a worker sends about the rows it claims, in one place:
+ * claim, renew, complete, retry later, defer, fail, and the expired-lease sweep.
+ */
+export class JobRows {
+  constructor(
+    private readonly knex: Knex,
+    private readonly tables: TableNames,
+  ) {}
+
+  private get jobs(): string {
+    return `\`${this.tables.jobs}\``;
+  }
+
+  /**
+   * The claim (DESIGN.md "must"): one range of the claim index, in index order, SKIP LOCKED, then
+   * one UPDATE that reserves what was locked. Queues are read in the order given, so the first
+   * queue drains before the next is touched. The caller wraps this in a deadlock retry.
+   */
+  async claim(queues: readonly string[], limit: number, workerId: string, defaults: ClaimDefaults & { leaseGraceMs: number; leaseMaxMs: number }): Promise<ClaimedJob[]> {
+    return this.knex.transaction(async (trx) => {
+      const rows: Record<string, unknown>[] = [];
+      for (const queue of queues) {
+        if (rows.length >= limit) break;
+        rows.push(...(await this.selectClaimable(trx, queue, limit - rows.length)));
+      }
+      if (rows.length === 0) return [];
+      const ids = rows.map((row) => Number(row.id));
+      await trx.raw(
+        `UPDATE ${this.jobs} SET reserved_at = NOW(3), reserved_by = ?, attempts = attempts + 1,
+           max_attempts = COALESCE(max_attempts, ?), timeout_ms = COALESCE(timeout_ms, ?),
+           lease_until = NOW(3) + INTERVAL (LEAST(COALESCE(timeout_ms, ?) + ?, ?) * 1000) MICROSECOND
+         WHERE id IN (${placeholders(ids)})`,
+        [workerId, defaults.maxAttempts, defaults.timeoutMs, defaults.timeoutMs, defaults.leaseGraceMs, defaults.leaseMaxMs, ...ids],
+      );
+      return rows.map((row) => toClaimedJob(row, defaults));
+    });
+  }
+
+  /** The claim's SELECT, exposed so a test can EXPLAIN exactly what workers run. */
+  claimSelectSql(queue: string, limit: number): Knex.Raw {
+    return this.knex.raw(
+      `SELECT ${CLAIM_COLUMNS.join(', ')} FROM ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_claim_index\`)
+       WHERE queue = ? AND reserved_at IS NULL AND available_at <= NOW(3)
+       ORDER BY priority, available_at, id LIMIT ? FOR UPDATE SKIP LOCKED`,
+      [queue, limit],
+    );
+  }
+
+  private async selectClaimable(trx: Knex.Transaction, queue: string, limit: number): Promise<Record<string, unknown>[]> {
+    const [rows] = (await this.claimSelectSql(queue, limit).transacting(trx)) as [Record<string, unknown>[]];
+    return rows;
+  }
+
+  /** A non-locking look: is anything due? Idle workers ask this before opening a claim transaction. */
+  async anyDue(queues: readonly string[]): Promise<boolean> {
+    const [rows] = (await this.knex.raw(
+      `SELECT 1 FROM ${this.jobs} WHERE queue IN (${placeholders(queues)}) AND reserved_at IS NULL AND available_at <= NOW(3) LIMIT 1`,
+      [...queues],
+    )) as [unknown[]];
+    return rows.length > 0;
+  }
+
+  /** Extends the leases of jobs still running, from the database clock. */
+  async renewLeases(ids: number[], workerId: string, leaseGraceMs: number, leaseMaxMs: number): Promise<void> {
+    if (ids.length === 0) return;
+    await this.knex.raw(
+      `UPDATE ${this.jobs} SET lease_until = NOW(3) + INTERVAL (LEAST(timeout_ms + ?, ?) * 1000) MICROSECOND
+       WHERE id IN (${placeholders(ids)}) AND reserved_by = ?`,
+      [leaseGraceMs, leaseMaxMs, ...ids, workerId],
+    );
+  }
+
+  /** Success: grouped into one DELETE by primary key. */
+  async complete(ids: number[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.knex.raw(`DELETE FROM ${this.jobs} WHERE id IN (${placeholders(ids)})`, ids);
+  }
+
+  /** A failed attempt with attempts left: same row, same id, due again after the backoff. */
+  async retryLater(id: number, workerId: string, delayMs: number, error: string): Promise<boolean> {
+    const [result] = (await this.knex.raw(
+      `UPDATE ${this.jobs} SET reserved_at = NULL, reserved_by = NULL, lease_until = NULL,
+         available_at = NOW(3) + INTERVAL ? MICROSECOND, last_error = ?
+       WHERE id = ? AND reserved_by = ?`,
+      [Math.round(delayMs) * 1000, truncate(error), id, workerId],
+    )) as [{ affectedRows: number }];
+    return result.affectedRows > 0;
+  }
+
+  /** Put back without counting the attempt (graceful stop, rate limit, pause): a deferral. */
+  async defer(ids: number[], workerId: string, delayMs: number, reason: string): Promise<void> {
+    if (ids.length === 0) return;
+    await this.knex.raw(
+      `UPDATE ${this.jobs} SET reserved_at = NULL, reserved_by = NULL, lease_until = NULL,
+         attempts = GREATEST(attempts, 1) - 1, deferrals = deferrals + 1,
+         available_at = NOW(3) + INTERVAL ? MICROSECOND, last_error = ?
+       WHERE id IN (${placeholders(ids)}) AND reserved_by = ?`,
+      [Math.round(delayMs) * 1000, truncate(reason), ...ids, workerId],
+    );
+  }
+
+  /** The last attempt failed (or the job can never succeed): to failed_jobs, atomically. */
+  async fail(id: number, workerId: string, exception: string): Promise<boolean> {
+    return this.knex.transaction((trx) => moveJobToFailed(trx, this.tables, id, workerId, exception));
+  }
+
+  /** Returns every job a worker holds to the queue, e.g. after its process died. Attempts stay counted. */
+  async releaseWorker(workerId: string): Promise<number> {
+    const [result] = (await this.knex.raw(
+      `UPDATE ${this.jobs} SET reserved_at = NULL, reserved_by = NULL, lease_until = NULL, available_at = NOW(3),
+         last_error = 'worker stopped while running this job'
+       WHERE reserved_by = ?`,
+      [workerId],
+    )) as [{ affectedRows: number }];
+    return result.affectedRows;
+  }
+
+  /**
+   * Reservations whose lease ran out (their worker died): back to the queue with the attempt
+   * counted, or to failed_jobs when no attempts are left.
+   */
+  async sweepExpiredLeases(limit = 100): Promise<{ released: number; failed: number }> {
+    return this.knex.transaction(async (trx) => {
+      const [rows] = (await trx.raw(
+        `SELECT id, attempts, max_attempts, reserved_by FROM ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_lease_until_index\`)
+         WHERE lease_until < NOW(3) ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED`,
+        [limit],
+      )) as [Array<{ id: number; attempts: number; max_attempts: number | null; reserved_by: string }>];
+      const exhausted = rows.filter((row) => row.max_attempts != null && row.attempts >= row.max_attempts);
+      const retryable = rows.filter((row) => !exhausted.includes(row));
+      if (retryable.length > 0) {
+        const ids = retryable.map((row) => row.id);
+        await trx.raw(
+          `UPDATE ${this.jobs} SET reserved_at = NULL, reserved_by = NULL, lease_until = NULL, available_at = NOW(3),
+             last_error = 'lease expired: its worker stopped heartbeating'
+           WHERE id IN (${placeholders(ids)})`,
+          ids,
+        );
+      }
+      for (const row of exhausted) {
+        const message = `lease expired on attempt ${row.attempts} of ${row.max_attempts}: worker ${row.reserved_by} stopped heartbeating (presumed dead)`;
+        await moveJobToFailed(trx, this.tables, row.id, row.reserved_by, message);
+      }
+      return { released: retryable.length, failed: exhausted.length };
+    });
+  }
+}
+
+function placeholders(values: readonly unknown[]): string {
+  return values.map(() => '?').join(', ');
+}
+
+function truncate(text: string, max = 60_000): string {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}

@@ -1,0 +1,422 @@
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+import { backoffDelayMs, toBackoffPlan, type BackoffOption, type BackoffPlan } from '../backoff.js';
+import { parseDuration, type Duration } from '../duration.js';
+import { isConnectionError } from '../db/errors.js';
+import { withDatabaseRetry } from '../db/retry.js';
+import type { TableNames } from '../db/tables.js';
+import type { JobRegistry } from '../job.js';
+import { describeError, startAttempt, type AttemptOutcome, type RunningAttempt } from './attempt.js';
+import type { ClaimedJob } from './claimed-job.js';
+import { CompletionBuffer } from './completions.js';
+import { JobRows } from './job-rows.js';
+
+export interface WorkerOptions {
+  /** Queues in priority order: the first drains before the next is read. Default `['default']`. */
+  queues?: string[];
+  /** Jobs run at once in this process. Default 1. */
+  concurrency?: number;
+  /** Defaults for jobs that set none of their own. */
+  tries?: number;
+  timeout?: Duration;
+  backoff?: BackoffOption;
+  /** Pause between polls when nothing is due. Default 100 ms. */
+  sleep?: Duration;
+  /** Stop after this many jobs (then a supervisor starts a fresh process). */
+  maxJobs?: number;
+  /** Stop after running this long. */
+  maxTime?: Duration;
+  /** Run one job, then stop. */
+  once?: boolean;
+  /** Stop when no job is due and none is running. */
+  stopWhenEmpty?: boolean;
+  /** On stop, how long running jobs may finish before they are put back. Default 60 s. */
+  stopWait?: Duration;
+  /** Lease = job timeout + this grace (capped by leaseMax), renewed while the job runs. */
+  leaseGrace?: Duration;
+  leaseMax?: Duration;
+  /** A handler still running this long after its timeout makes the worker recycle. */
+  timeoutGrace?: Duration;
+  /** How often this worker returns expired leases of dead workers. Default 15 s; 0 disables. */
+  sweepInterval?: Duration;
+  /** How long finish statements keep retrying while the database is unreachable. Default 10 min. */
+  reconnectFor?: Duration;
+  workerId?: string;
+}
+
+export type WorkerStopReason = 'stopped' | 'signal' | 'empty' | 'once' | 'max-jobs' | 'max-time' | 'memory' | 'stuck-job' | 'restart';
+
+export interface WorkerStats {
+  completed: number;
+  failed: number;
+  retried: number;
+  deferred: number;
+  running: number;
+}
+
+export interface WorkerEvents {
+  'job:started': [ClaimedJob];
+  'job:completed': [ClaimedJob, number];
+  'job:retrying': [ClaimedJob, Error, number];
+  'job:failed': [ClaimedJob, Error];
+  'job:deferred': [ClaimedJob, number, string];
+  'error': [Error];
+  'stopping': [WorkerStopReason];
+}
+
+interface ResolvedOptions {
+  queues: string[];
+  concurrency: number;
+  maxAttempts: number;
+  timeoutMs: number;
+  backoff: BackoffPlan;
+  sleepMs: number;
+  maxJobs?: number;
+  maxTimeMs?: number;
+  once: boolean;
+  stopWhenEmpty: boolean;
+  stopWaitMs: number;
+  leaseGraceMs: number;
+  leaseMaxMs: number;
+  timeoutGraceMs: number;
+  sweepIntervalMs: number;
+  reconnectForMs: number;
+}
+
+export function newWorkerId(): string {
+  return `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+}
+
+function resolveOptions(options: WorkerOptions): ResolvedOptions {
+  const queues = options.queues?.length ? options.queues : ['default'];
+  const concurrency = options.concurrency ?? 1;
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('concurrency must be an integer ≥ 1');
+  return {
+    queues,
+    concurrency,
+    maxAttempts: options.tries ?? 1,
+    timeoutMs: parseDuration(options.timeout ?? 60),
+    backoff: toBackoffPlan(options.backoff ?? 0),
+    sleepMs: parseDuration(options.sleep ?? '100ms'),
+    maxJobs: options.maxJobs,
+    maxTimeMs: options.maxTime === undefined ? undefined : parseDuration(options.maxTime),
+    once: options.once ?? false,
+    stopWhenEmpty: options.stopWhenEmpty ?? false,
+    stopWaitMs: parseDuration(options.stopWait ?? 60),
+    leaseGraceMs: parseDuration(options.leaseGrace ?? 30),
+    leaseMaxMs: parseDuration(options.leaseMax ?? '5m'),
+    timeoutGraceMs: parseDuration(options.timeoutGrace ?? 10),
+    sweepIntervalMs: parseDuration(options.sweepInterval ?? 15),
+    reconnectForMs: parseDuration(options.reconnectFor ?? '10m'),
+  };
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
+
+/**
+ * One worker: claims due jobs in batches that fit its free slots, runs them with timeouts,
+ * and records each outcome. Many workers (in many processes, on many hosts) share the queue
+ * through the database alone.
+ *
+ * @example
+ * const worker = mq.worker({ queues: ['mailbox-sync'], concurrency: 10, tries: 3 });
+ * process.on('SIGTERM', () => worker.stop());
+ * await worker.run();
+ */
+export class Worker extends EventEmitter<WorkerEvents> {
+  readonly id: string;
+  readonly stats: WorkerStats = { completed: 0, failed: 0, retried: 0, deferred: 0, running: 0 };
+  private readonly options: ResolvedOptions;
+  private readonly rows: JobRows;
+  private readonly running = new Map<number, RunningAttempt>();
+  private readonly completions: CompletionBuffer;
+  private readonly stopController = new AbortController();
+  private stopReason: WorkerStopReason | undefined;
+  private slotFreed: (() => void) | undefined;
+  private startedAt = 0;
+  private claimedCount = 0;
+  private lastClaimWasEmpty = false;
+  private timers: NodeJS.Timeout[] = [];
+  private runPromise: Promise<WorkerStopReason> | undefined;
+
+  constructor(
+    knex: Knex,
+    tables: TableNames,
+    private readonly registry: JobRegistry,
+    private readonly logger: Logger,
+    options: WorkerOptions = {},
+  ) {
+    super();
+    this.options = resolveOptions(options);
+    this.id = options.workerId ?? newWorkerId();
+    this.rows = new JobRows(knex, tables);
+    this.completions = new CompletionBuffer((ids) => this.persist('complete', () => this.rows.complete(ids)));
+    this.logger = logger.child({ worker: this.id });
+  }
+
+  get queues(): readonly string[] {
+    return this.options.queues;
+  }
+
+  get isStopping(): boolean {
+    return this.stopReason !== undefined;
+  }
+
+  /** Runs until stopped (or a limit is reached); resolves with the reason. */
+  run(): Promise<WorkerStopReason> {
+    this.runPromise ??= this.loop();
+    return this.runPromise;
+  }
+
+  /**
+   * Graceful stop: claim nothing more, let running jobs finish within `stopWait`, then put
+   * the rest back without counting their attempt. Resolves when the worker has stopped.
+   */
+  async stop(reason: WorkerStopReason = 'stopped'): Promise<WorkerStopReason> {
+    this.requestStop(reason);
+    return this.runPromise ?? reason;
+  }
+
+  private requestStop(reason: WorkerStopReason): void {
+    if (this.stopReason) return;
+    this.stopReason = reason;
+    this.logger.info({ reason, running: this.running.size }, 'worker stopping');
+    this.emit('stopping', reason);
+    this.stopController.abort();
+    this.slotFreed?.();
+  }
+
+  private async loop(): Promise<WorkerStopReason> {
+    this.startedAt = Date.now();
+    this.logger.info({ queues: this.options.queues, concurrency: this.options.concurrency }, 'worker started');
+    this.startTimers();
+    try {
+      while (!this.stopReason) {
+        this.checkLimits();
+        if (this.stopReason) break;
+        const free = this.freeSlots();
+        if (free === 0) {
+          await this.waitForSlot();
+          continue;
+        }
+        const claimed = await this.claimSafely(free);
+        for (const job of claimed) this.start(job);
+        if (this.options.once && this.claimedCount > 0) this.requestStop('once');
+        if (claimed.length === 0) await this.idle();
+      }
+      await this.drain();
+    } finally {
+      this.timers.forEach(clearInterval);
+      this.timers = [];
+    }
+    this.logger.info({ reason: this.stopReason, ...this.stats }, 'worker stopped');
+    return this.stopReason ?? 'stopped';
+  }
+
+  private freeSlots(): number {
+    const remaining = this.options.maxJobs === undefined ? Infinity : this.options.maxJobs - this.claimedCount;
+    const limit = this.options.once ? 1 : this.options.concurrency;
+    return Math.max(0, Math.min(limit - this.running.size, remaining));
+  }
+
+  private checkLimits(): void {
+    const { maxJobs, maxTimeMs } = this.options;
+    if (maxJobs !== undefined && this.claimedCount >= maxJobs) this.requestStop('max-jobs');
+    else if (maxTimeMs !== undefined && Date.now() - this.startedAt >= maxTimeMs) this.requestStop('max-time');
+  }
+
+  private async idle(): Promise<void> {
+    if (this.options.stopWhenEmpty && this.running.size === 0) {
+      const due = await this.databaseCall(() => this.rows.anyDue(this.options.queues));
+      if (due === false) return this.requestStop('empty');
+    }
+    await sleep(this.options.sleepMs, this.stopController.signal);
+  }
+
+  private waitForSlot(): Promise<void> {
+    return new Promise((resolve) => {
+      this.slotFreed = () => {
+        this.slotFreed = undefined;
+        resolve();
+      };
+    });
+  }
+
+  /**
+   * An idle worker first asks cheaply (no locks, one round trip) whether anything is due; only
+   * then does it open a claim transaction. One empty claim never means "drained": SKIP LOCKED
+   * may have skipped rows another worker was locking.
+   */
+  private async claimSafely(limit: number): Promise<ClaimedJob[]> {
+    if (this.lastClaimWasEmpty) {
+      const due = await this.databaseCall(() => this.rows.anyDue(this.options.queues));
+      if (!due) return [];
+    }
+    const claimed =
+      (await this.databaseCall(() =>
+        withDatabaseRetry(() =>
+          this.rows.claim(this.options.queues, limit, this.id, {
+            maxAttempts: this.options.maxAttempts,
+            timeoutMs: this.options.timeoutMs,
+            leaseGraceMs: this.options.leaseGraceMs,
+            leaseMaxMs: this.options.leaseMaxMs,
+          }),
+        ),
+      )) ?? [];
+    this.lastClaimWasEmpty = claimed.length === 0;
+    return claimed;
+  }
+
+  /** A database call from the loop: connection failures are logged and waited out, not thrown. */
+  private async databaseCall<T>(call: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await call();
+    } catch (error) {
+      if (!isConnectionError(error)) throw error;
+      this.logger.warn({ err: error }, 'database unreachable; retrying');
+      this.emit('error', error as Error);
+      await sleep(1000, this.stopController.signal);
+      return undefined;
+    }
+  }
+
+  private start(job: ClaimedJob): void {
+    this.claimedCount++;
+    const attempt = startAttempt(job, this.registry, this.logger);
+    this.running.set(job.id, attempt);
+    this.stats.running = this.running.size;
+    this.emit('job:started', job);
+    const startedAt = Date.now();
+    void attempt.outcome
+      .then((outcome) => this.finish(attempt, outcome, Date.now() - startedAt))
+      .catch((error: unknown) => this.logger.error({ err: error, jobId: job.id }, 'could not record job outcome; its lease will return it'))
+      .finally(() => {
+        this.running.delete(job.id);
+        this.stats.running = this.running.size;
+        this.slotFreed?.();
+      });
+  }
+
+  private async finish(attempt: RunningAttempt, outcome: AttemptOutcome, elapsedMs: number): Promise<void> {
+    const { job } = attempt;
+    switch (outcome.kind) {
+      case 'completed':
+        this.completions.add(job.id);
+        this.stats.completed++;
+        this.logger.debug({ jobId: job.id, job: job.name, ms: elapsedMs }, 'job completed');
+        this.emit('job:completed', job, elapsedMs);
+        return;
+      case 'deferred':
+        await this.persist('defer', () => this.rows.defer([job.id], this.id, outcome.delayMs, outcome.reason));
+        this.stats.deferred++;
+        this.emit('job:deferred', job, outcome.delayMs, outcome.reason);
+        return;
+      case 'interrupted':
+        await this.persist('put back', () => this.rows.defer([job.id], this.id, 0, 'put back: worker stopped before the job finished'));
+        this.stats.deferred++;
+        return;
+      case 'failed':
+        this.watchForStuckHandler(attempt, outcome.error);
+        if (!outcome.permanent && job.attempt < job.maxAttempts) return this.retryLater(job, outcome.error);
+        return this.fail(job, outcome.error);
+    }
+  }
+
+  private async retryLater(job: ClaimedJob, error: Error): Promise<void> {
+    const delayMs = backoffDelayMs(job.backoff ?? this.options.backoff, job.attempt);
+    await this.persist('retry', () => this.rows.retryLater(job.id, this.id, delayMs, describeError(error)));
+    this.stats.retried++;
+    this.logger.warn({ jobId: job.id, job: job.name, attempt: job.attempt, of: job.maxAttempts, delayMs, error: error.message }, 'job failed; will retry');
+    this.emit('job:retrying', job, error, delayMs);
+  }
+
+  private async fail(job: ClaimedJob, error: Error): Promise<void> {
+    const exception = describeError(error);
+    await this.persist('fail', () => this.rows.fail(job.id, this.id, exception));
+    this.stats.failed++;
+    this.logger.error({ jobId: job.id, job: job.name, attempt: job.attempt, error: error.message }, 'job failed');
+    this.emit('job:failed', job, error);
+  }
+
+  /**
+   * A handler that ignores its AbortSignal keeps running after its slot was freed. If it is still
+   * running past the grace period, the process recycles so the leak cannot pile up.
+   */
+  private watchForStuckHandler(attempt: RunningAttempt, error: Error): void {
+    if (error.name !== 'JobTimeoutError') return;
+    let settled = false;
+    void attempt.handlerSettled.then(() => { settled = true; });
+    const timer = setTimeout(() => {
+      if (settled) return;
+      this.logger.error({ jobId: attempt.job.id, job: attempt.job.name }, 'handler ignored its timeout; recycling this worker');
+      this.requestStop('stuck-job');
+    }, this.options.timeoutGraceMs);
+    timer.unref();
+  }
+
+  /** Finish statements survive deadlocks and a database restart; they are never dropped silently. */
+  private persist<T>(what: string, statement: () => Promise<T>): Promise<T> {
+    return withDatabaseRetry(statement, {
+      reconnectForMs: this.options.reconnectForMs,
+      onRetry: (error, attempt) => {
+        if (attempt === 1 || attempt % 10 === 0) this.logger.warn({ err: error, attempt }, `retrying ${what}`);
+      },
+    });
+  }
+
+  private startTimers(): void {
+    this.timers.push(setInterval(() => void this.renewLeases(), this.renewIntervalMs()));
+    if (this.options.sweepIntervalMs > 0) {
+      const jittered = this.options.sweepIntervalMs * (0.75 + Math.random() / 2);
+      this.timers.push(setInterval(() => void this.sweep(), jittered));
+    }
+  }
+
+  private renewIntervalMs(): number {
+    const shortestLease = Math.min(this.options.timeoutMs + this.options.leaseGraceMs, this.options.leaseMaxMs);
+    return Math.max(200, Math.min(10_000, Math.floor(shortestLease / 4)));
+  }
+
+  private async renewLeases(): Promise<void> {
+    const ids = [...this.running.keys()];
+    try {
+      await withDatabaseRetry(() => this.rows.renewLeases(ids, this.id, this.options.leaseGraceMs, this.options.leaseMaxMs));
+    } catch (error) {
+      this.logger.warn({ err: error }, 'could not renew leases');
+    }
+  }
+
+  /** Returns reservations whose worker died to the queue; any live worker may do it. */
+  async sweep(): Promise<{ released: number; failed: number }> {
+    try {
+      const result = await withDatabaseRetry(() => this.rows.sweepExpiredLeases());
+      if (result.released || result.failed) this.logger.warn(result, 'returned jobs whose lease expired');
+      return result;
+    } catch (error) {
+      this.logger.warn({ err: error }, 'lease sweep failed');
+      return { released: 0, failed: 0 };
+    }
+  }
+
+  /** After the loop: wait for running jobs up to stopWait, interrupt the rest, flush completions. */
+  private async drain(): Promise<void> {
+    const allSettled = () => Promise.all([...this.running.values()].map((attempt) => attempt.outcome));
+    if (this.running.size > 0) {
+      const waited = await Promise.race([allSettled().then(() => true), sleep(this.options.stopWaitMs).then(() => false)]);
+      if (!waited) {
+        this.logger.warn({ running: this.running.size }, 'stop wait over; putting unfinished jobs back');
+        for (const attempt of this.running.values()) attempt.interrupt();
+      }
+    }
+    while (this.running.size > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    await this.completions.flush();
+  }
+}

@@ -25,6 +25,8 @@ export function connect(databaseUrl: string, options: ConnectOptions = {}): Knex
       charset: 'utf8mb4',
       supportBigNumbers: true,
       connectTimeout: 10_000,
+      // The claim sends `START TRANSACTION; SELECT …` as one round trip (every value is a bound parameter).
+      multipleStatements: true,
     },
     pool: {
       min: 0,

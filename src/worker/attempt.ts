@@ -79,10 +79,14 @@ export function startAttempt(job: ClaimedJob, registry: JobRegistry, logger: Log
 }
 
 function jobContext(job: ClaimedJob, signal: AbortSignal, logger: Logger): JobContext {
+  let jobLogger: Logger | undefined;
   return {
     signal,
     job: { id: job.id, uuid: job.uuid, name: job.name, queue: job.queue, attempt: job.attempt, maxAttempts: job.maxAttempts, batchId: job.batchId },
-    logger: logger.child({ jobId: job.id, job: job.name, attempt: job.attempt }),
+    // Created on first use: a pino child per job costs more than a no-op job itself.
+    get logger() {
+      return (jobLogger ??= logger.child({ jobId: job.id, job: job.name, attempt: job.attempt }));
+    },
     defer(delay: Duration, reason?: string): never {
       throw new DeferJobError(parseDuration(delay), reason);
     },

@@ -208,6 +208,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
           continue;
         }
         const claimed = await this.claimSafely(free);
+        if (this.stopReason) {
+          await this.putBack(claimed, 'put back: worker stopped while claiming');
+          break;
+        }
         for (const job of claimed) this.start(job);
         if (this.options.once && this.claimedCount > 0) this.requestStop('once');
         if (claimed.length === 0) await this.idle();
@@ -320,7 +324,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.emit('job:deferred', job, outcome.delayMs, outcome.reason);
         return;
       case 'interrupted':
-        await this.persist('put back', () => this.rows.defer([job.id], this.id, 0, 'put back: worker stopped before the job finished'));
+        await this.putBack([job], 'put back: worker stopped before the job finished');
         this.stats.deferred++;
         return;
       case 'failed':
@@ -372,7 +376,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     });
   }
 
+  private async putBack(jobs: ClaimedJob[], reason: string): Promise<void> {
+    if (jobs.length === 0) return;
+    await this.persist('put back', () => this.rows.defer(jobs.map((job) => job.id), this.id, 0, reason));
+  }
+
   private startTimers(): void {
+    if (this.options.sweepIntervalMs > 0) void this.sweep();
     this.timers.push(setInterval(() => void this.renewLeases(), this.renewIntervalMs()));
     if (this.options.sweepIntervalMs > 0) {
       const jittered = this.options.sweepIntervalMs * (0.75 + Math.random() / 2);

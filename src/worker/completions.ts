@@ -6,8 +6,10 @@ export class CompletionBuffer {
   #pending: number[] = [];
   #inFlight: Promise<void> | undefined;
 
+  /** `write` retries on its own; if it still fails, `onError` hears of it and the jobs' leases bring them back. */
   constructor(
     private readonly write: (ids: number[]) => Promise<void>,
+    private readonly onError: (error: unknown, ids: number[]) => void,
     private readonly maxBatch = 500,
   ) {}
 
@@ -30,7 +32,7 @@ export class CompletionBuffer {
   async #drain(): Promise<void> {
     while (this.#pending.length > 0) {
       const batch = this.#pending.splice(0, this.maxBatch);
-      await this.write(batch);
+      await this.write(batch).catch((error: unknown) => this.onError(error, batch));
     }
   }
 }

@@ -158,7 +158,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.options = resolveOptions(options);
     this.id = options.workerId ?? newWorkerId();
     this.rows = new JobRows(knex, tables);
-    this.completions = new CompletionBuffer((ids) => this.persist('complete', () => this.rows.complete(ids)));
+    this.completions = new CompletionBuffer(
+      (ids) => this.persist('complete', () => this.rows.complete(ids)),
+      (error, ids) => this.logger.error({ err: error, jobIds: ids }, 'could not delete completed jobs; they will run again when their leases expire'),
+    );
     this.logger = logger.child({ worker: this.id });
   }
 
@@ -420,7 +423,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async drain(): Promise<void> {
     const allSettled = () => Promise.all([...this.running.values()].map((attempt) => attempt.outcome));
     if (this.running.size > 0) {
-      const waited = await Promise.race([allSettled().then(() => true), sleep(this.options.stopWaitMs).then(() => false)]);
+      const timer = new AbortController();
+      const waited = await Promise.race([allSettled().then(() => true), sleep(this.options.stopWaitMs, timer.signal).then(() => false)]);
+      timer.abort();
       if (!waited) {
         this.logger.warn({ running: this.running.size }, 'stop wait over; putting unfinished jobs back');
         for (const attempt of this.running.values()) attempt.interrupt();

@@ -1,4 +1,4 @@
-import { parseDuration, type Duration } from './duration.js';
+import { formatDuration, parseDuration, type Duration } from './duration.js';
 
 /**
  * How long a failed job waits before its next attempt.
@@ -46,4 +46,11 @@ export function planToOption(plan: BackoffPlan): BackoffOption {
   if (Array.isArray(plan)) return plan.map((delay) => `${delay}ms`);
   const { baseMs, maxMs, jitter } = plan.exponential;
   return { type: 'exponential', base: `${baseMs}ms`, max: `${maxMs}ms`, jitter };
+}
+
+/** A plan in words, for summaries: `1m, 2m, 5m` or `exponential 1s…1h`. */
+export function describeBackoff(plan: BackoffPlan): string {
+  if (Array.isArray(plan)) return plan.map(formatDuration).join(', ');
+  const { baseMs, maxMs, jitter } = plan.exponential;
+  return `exponential ${formatDuration(baseMs)}…${formatDuration(maxMs)}${jitter ? ' with jitter' : ''}`;
 }

@@ -66,28 +66,47 @@ const twsSchema = z.object({
   url: z.string().url('MAILQ_TWS_URL must be an http(s) URL').optional(),
   token: z.string().optional(),
   rateLimit: z.string().default('100/min'),
+  /** Per HTTP request to TWS, body included. */
+  requestTimeout: duration.default(30_000),
+});
+
+const tableName = z.string().regex(/^[A-Za-z0-9_]{1,64}$/, 'a table name may hold letters, digits and _ only (at most 64)');
+
+/** The mailbox sync job: where it runs and how hard it tries. Table names default to the prefixed ones. */
+const mailboxSchema = z.object({
+  queue: z.string().min(1).default('mailbox-sync'),
+  tries: positiveInt.default(3),
+  backoff: backoff.default([60_000, 120_000, 300_000]),
+  timeout: duration.default(120_000),
+  taxpayersTable: tableName.optional(),
+  messagesTable: tableName.optional(),
+});
+
+export const NO_DATABASE_MESSAGE = 'no database configured: set MAILQ_DATABASE_URL (or DATABASE_URL), pass --database-url, or set databaseUrl in mailq.config.js';
+
+const databaseUrl = z.string({ error: NO_DATABASE_MESSAGE }).superRefine((url, ctx) => {
+  try {
+    parseDatabaseUrl(url);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+  }
 });
 
 export const settingsSchema = z.object({
-  databaseUrl: z
-    .string({ error: 'no database configured: set MAILQ_DATABASE_URL (or DATABASE_URL), pass --database-url, or set databaseUrl in mailq.config.js' })
-    .superRefine((url, ctx) => {
-      try {
-        parseDatabaseUrl(url);
-      } catch (error) {
-        ctx.addIssue({ code: 'custom', message: (error as Error).message });
-      }
-    }),
+  databaseUrl,
   tablePrefix: z.string().regex(/^[A-Za-z0-9_]*$/, 'tablePrefix may hold letters, digits and _ only').default(''),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   jobs: z.array(z.string()).default([]),
   worker: workerSchema.default(workerSchema.parse({})),
   tws: twsSchema.default(twsSchema.parse({})),
+  mailbox: mailboxSchema.default(mailboxSchema.parse({})),
   schedule: z.array(z.record(z.string(), z.unknown())).default([]),
 });
 
 export type MailqSettings = z.output<typeof settingsSchema>;
 export type WorkerSettings = MailqSettings['worker'];
+export type TwsSettings = MailqSettings['tws'];
+export type MailboxSettings = MailqSettings['mailbox'];
 export type MailqConfigInput = z.input<typeof settingsSchema> & { configDir?: string };
 
 const CONFIG_FILE_NAMES = ['mailq.config.js', 'mailq.config.mjs', 'mailq.config.ts', 'mailq.config.mts'];
@@ -99,6 +118,11 @@ export interface LoadSettingsOptions {
   /** An explicit config file; otherwise the first of mailq.config.{js,mjs,ts,mts} in cwd, if any. */
   configPath?: string;
   cwd?: string;
+  /**
+   * For commands that can find a database themselves (`mailq demo`, `mailq fake-tws`): a missing
+   * URL is then not an error and `settings.databaseUrl` is ''. A URL that is given is still validated.
+   */
+  databaseOptional?: boolean;
 }
 
 export interface LoadedSettings {
@@ -113,15 +137,16 @@ export async function loadSettings(options: LoadSettingsOptions = {}): Promise<L
   const configPath = findConfigFile(cwd, options.configPath);
   const fileValues = configPath ? await importConfigFile(configPath) : {};
   const merged = mergeDeep(mergeDeep(fileValues, envValues(options.env ?? process.env)), stripUndefined(options.flags ?? {}));
-  const settings = parseSettings(merged);
+  const settings = parseSettings(merged, { databaseOptional: options.databaseOptional });
   const baseDir = configPath ? path.dirname(configPath) : cwd;
   const fileJobs = (fileValues.jobs as string[] | undefined) ?? [];
   const jobModules = settings.jobs.map((entry) => resolveModule(entry, fileJobs.includes(entry) ? baseDir : cwd));
   return { settings, jobModules, configPath };
 }
 
-export function parseSettings(input: unknown): MailqSettings {
-  const result = settingsSchema.safeParse(input);
+export function parseSettings(input: unknown, options: { databaseOptional?: boolean } = {}): MailqSettings {
+  const schema = options.databaseOptional ? settingsSchema.extend({ databaseUrl: databaseUrl.optional().transform((url) => url ?? '') }) : settingsSchema;
+  const result = schema.safeParse(input);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
   const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
@@ -129,12 +154,14 @@ export function parseSettings(input: unknown): MailqSettings {
 }
 
 function envValues(env: NodeJS.ProcessEnv): Record<string, unknown> {
-  const tws = stripUndefined({ url: env.MAILQ_TWS_URL, token: env.MAILQ_TWS_TOKEN, rateLimit: env.MAILQ_TWS_RATE_LIMIT });
+  const tws = stripUndefined({ url: env.MAILQ_TWS_URL, token: env.MAILQ_TWS_TOKEN, rateLimit: env.MAILQ_TWS_RATE_LIMIT, requestTimeout: env.MAILQ_TWS_TIMEOUT });
+  const mailbox = stripUndefined({ taxpayersTable: env.MAILQ_TAXPAYERS_TABLE, messagesTable: env.MAILQ_MAILBOX_MESSAGES_TABLE });
   return stripUndefined({
     databaseUrl: env.MAILQ_DATABASE_URL || env.DATABASE_URL || undefined,
     tablePrefix: env.MAILQ_TABLE_PREFIX,
     logLevel: env.MAILQ_LOG_LEVEL,
     tws: Object.keys(tws).length ? tws : undefined,
+    mailbox: Object.keys(mailbox).length ? mailbox : undefined,
   });
 }
 

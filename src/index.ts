@@ -22,9 +22,19 @@ export { FailedJobs, type FailedJob, type ListFailedOptions, type RetryFailedRes
 export { MailqError, ConfigError, InvalidJobError, PermanentError, DeferJobError, JobTimeoutError } from './errors.js';
 export { loadSettings, parseSettings, settingsSchema, type MailqSettings, type WorkerSettings, type MailqConfigInput, type LoadSettingsOptions } from './config.js';
 export { parseDuration, formatDuration, type Duration } from './duration.js';
-export { backoffDelayMs, toBackoffPlan, type BackoffOption, type BackoffPlan } from './backoff.js';
+export { backoffDelayMs, toBackoffPlan, describeBackoff, type BackoffOption, type BackoffPlan } from './backoff.js';
 export { connect, type Knex } from './db/connection.js';
 export { parseDatabaseUrl, redactUrl } from './db/url.js';
-export { tableNames, type TableNames } from './db/tables.js';
+export { tableNames, type TableNames, type TableOverrides } from './db/tables.js';
 export { createLogger, type Logger } from './logger.js';
 export type { MigrationStatus } from './schema/migrate.js';
+
+// The mailbox sync (the nightly TWS workload mailq ships with).
+export { MailboxSync, createMailboxSync, MailboxSyncError, describeFailureCode, type MailboxSyncOptions, type TwsConnection, type SyncOutcome, type SyncAttemptOptions } from './mailbox/sync.js';
+export { mailboxSyncJob, mailboxSyncPayload, MAILBOX_SYNC_JOB, MAILBOX_SYNC_QUEUE, type MailboxSyncJobOptions, type MailboxSyncPayload } from './mailbox/job.js';
+export { dispatchMailboxSync, type QueueSyncOptions, type QueueSyncResult } from './mailbox/dispatch.js';
+export { syncMailboxesDirectly, groupFailures, type DirectSyncOptions, type DirectSyncResult, type DirectSyncFailure, type DirectSyncProgress } from './mailbox/direct.js';
+export { MailboxStore, type Taxpayer, type TaxpayerFilter, type NewTaxpayer, type SyncStatus, type FailureReason } from './mailbox/store.js';
+export { createTwsClient, TwsError, type TwsClient, type TwsClientOptions, type TwsErrorKind, type TwsMessage, type TwsMailboxPage } from './mailbox/tws.js';
+export { startFakeTws, fakeMailboxMessages, type FakeTws, type FakeTwsOptions, type FakeTwsStats } from './mailbox/fake-tws.js';
+export { runDemo, type DemoOptions, type DemoResult } from './mailbox/demo.js';

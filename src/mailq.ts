@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { connect } from './db/connection.js';
-import { tableNames, type TableNames } from './db/tables.js';
+import { tableNames, type TableNames, type TableOverrides } from './db/tables.js';
 import { InvalidJobError } from './errors.js';
 import { FailedJobs } from './failed/store.js';
 import { JobRegistry, type JobDefinition } from './job.js';
@@ -17,6 +17,8 @@ export interface MailqOptions {
   knex?: Knex;
   /** Prefix for every mailq table, e.g. `mailq_`. */
   tablePrefix?: string;
+  /** Names for the mailbox tables when the app already owns them (used as given, without the prefix). */
+  tables?: TableOverrides;
   /** Job definitions this instance knows: dispatch by name and workers run them. */
   jobs?: JobDefinition[];
   logger?: Logger;
@@ -49,7 +51,7 @@ export class Mailq {
     if (!options.knex && !options.databaseUrl) throw new InvalidJobError('createMailq needs a databaseUrl or a knex instance');
     this.knex = options.knex ?? connect(options.databaseUrl!, { poolMax: options.poolMax });
     this.ownsKnex = !options.knex;
-    this.tables = tableNames(options.tablePrefix);
+    this.tables = tableNames(options.tablePrefix, options.tables);
     this.registry = new JobRegistry(options.jobs);
     this.logger = options.logger ?? createLogger({ level: 'warn' });
     this.failed = new FailedJobs(this.knex, this.tables);

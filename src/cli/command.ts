@@ -8,6 +8,8 @@ export interface MailqCommand<A> {
   builder?: (yargs: Argv<GlobalFlags>) => Argv<A>;
   /** Maps parsed flags onto settings (the zod schema's shape), e.g. worker options. */
   settings?: (argv: A & GlobalFlags) => Record<string, unknown>;
+  /** The command can run without a configured database (it finds or starts one itself). */
+  databaseOptional?: boolean;
   /** Does the work through the library and prints; returns the exit code (default 0). */
   run(context: CommandContext, argv: A & GlobalFlags): Promise<number | void>;
 }
@@ -25,7 +27,7 @@ export function defineCommand<A>(spec: MailqCommand<A>): CommandModule<GlobalFla
       const args = argv as unknown as A & GlobalFlags;
       let context: CommandContext | undefined;
       try {
-        context = await createContext(args as A & GlobalFlags & Record<string, unknown>, spec.settings?.(args) ?? {}, cliState.output);
+        context = await createContext(args as A & GlobalFlags & Record<string, unknown>, spec.settings?.(args) ?? {}, cliState.output, { databaseOptional: spec.databaseOptional });
         const code = await spec.run(context, args);
         cliState.exitCode = typeof code === "number" ? code : 0;
       } catch (error) {

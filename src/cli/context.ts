@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { loadSettings, importModule, type LoadedSettings, type MailqSettings } from '../config.js';
+import { loadSettings, importModule, NO_DATABASE_MESSAGE, type LoadedSettings, type MailqSettings } from '../config.js';
+import type { TableOverrides } from '../db/tables.js';
 import { explainDatabaseError } from '../db/errors.js';
 import { parseDatabaseUrl } from '../db/url.js';
 import { ConfigError, MailqError } from '../errors.js';
@@ -53,8 +54,14 @@ export async function loadJobModules(modules: string[]): Promise<JobDefinition[]
   return jobs;
 }
 
-export async function createContext(flags: GlobalFlags & Record<string, unknown>, settingsFlags: Record<string, unknown>, output: Output = processOutput): Promise<CommandContext> {
+export interface ContextOptions {
+  /** The command finds a database itself when none is configured (see LoadSettingsOptions). */
+  databaseOptional?: boolean;
+}
+
+export async function createContext(flags: GlobalFlags & Record<string, unknown>, settingsFlags: Record<string, unknown>, output: Output = processOutput, options: ContextOptions = {}): Promise<CommandContext> {
   const loaded = await loadSettings({
+    databaseOptional: options.databaseOptional,
     configPath: flags.config,
     flags: { databaseUrl: flags.databaseUrl, tablePrefix: flags.prefix, logLevel: flags.verbose ? 'debug' : flags.logLevel, ...settingsFlags },
   });
@@ -68,8 +75,9 @@ export async function createContext(flags: GlobalFlags & Record<string, unknown>
     output,
     mailq: () => {
       instance ??= (async () => {
+        if (!settings.databaseUrl) throw new ConfigError(`invalid setting databaseUrl: ${NO_DATABASE_MESSAGE}`);
         const userJobs = await loadJobModules(loaded.jobModules);
-        const mq = createMailq({ databaseUrl: settings.databaseUrl, tablePrefix: settings.tablePrefix, logger, jobs: userJobs });
+        const mq = createMailq({ databaseUrl: settings.databaseUrl, tablePrefix: settings.tablePrefix, tables: mailboxTableOverrides(settings), logger, jobs: userJobs });
         for (const jobs of builtinJobSets) for (const job of await jobs(settings, { logger, mailq: context.mailq })) mq.registry.add(job);
         return mq;
       })();
@@ -80,6 +88,14 @@ export async function createContext(flags: GlobalFlags & Record<string, unknown>
     if (instance) await (await instance).close();
   });
   return context;
+}
+
+/** The mailbox tables an app named itself (settings.mailbox.taxpayersTable / messagesTable). */
+export function mailboxTableOverrides(settings: MailqSettings): TableOverrides {
+  const overrides: TableOverrides = {};
+  if (settings.mailbox.taxpayersTable) overrides.taxpayers = settings.mailbox.taxpayersTable;
+  if (settings.mailbox.messagesTable) overrides.mailboxMessages = settings.mailbox.messagesTable;
+  return overrides;
 }
 
 const closers = new WeakMap<CommandContext, () => Promise<void>>();

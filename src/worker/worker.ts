@@ -13,6 +13,7 @@ import { describeError, startAttempt, type AttemptOutcome, type RunningAttempt }
 import type { ClaimedJob } from './claimed-job.js';
 import { CompletionBuffer } from './completions.js';
 import { JobRows } from './job-rows.js';
+import { sleep } from '../sleep.js';
 
 export interface WorkerOptions {
   /** Queues in priority order: the first drains before the next is read. Default `['default']`. */
@@ -114,12 +115,6 @@ function resolveOptions(options: WorkerOptions): ResolvedOptions {
   };
 }
 
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-  });
 
 /**
  * One worker: claims due jobs in batches that fit its free slots, runs them with timeouts,

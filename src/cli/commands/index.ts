@@ -5,6 +5,11 @@ import { failedCommand, failedShowCommand } from './failed.js';
 import { migrateCommand } from './migrate.js';
 import { flushCommand, forgetCommand, retryCommand } from './retry.js';
 import { workCommand } from './work.js';
+import { syncMailboxCommand } from './sync-mailbox.js';
+import { fakeTwsCommand } from './fake-tws.js';
+import { demoCommand } from './demo.js';
+// The mailbox sync job is built in: every mailq process (workers included) knows it.
+import '../../mailbox/register.js';
 
 /** Every verb of the CLI; each is a thin wrapper over one library call. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -17,4 +22,7 @@ export const commands: Array<CommandModule<GlobalFlags, any>> = [
   retryCommand,
   forgetCommand,
   flushCommand,
+  syncMailboxCommand,
+  fakeTwsCommand,
+  demoCommand,
 ];

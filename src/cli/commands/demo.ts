@@ -1,0 +1,119 @@
+import { parseBackoffFlag, type BackoffOption } from '../../backoff.js';
+import { formatDuration, parseDuration } from '../../duration.js';
+import { redactUrl } from '../../db/url.js';
+import { MailqError } from '../../errors.js';
+import { runDemo, type DemoResult } from '../../mailbox/demo.js';
+import { parseRate, type Rate } from '../../mailbox/rate.js';
+import { defineCommand } from '../command.js';
+import { json, summaryTable, table } from '../output.js';
+import { createProgress, type Progress } from '../progress.js';
+import { failureTable } from './sync-mailbox.js';
+
+export const demoCommand = defineCommand({
+  command: 'demo',
+  describe: 'Run the nightly mailbox sync end to end against a fake TWS and compare queue mode with direct mode',
+  databaseOptional: true,
+  builder: (yargs) =>
+    yargs
+      .option('taxpayers', { type: 'number', default: 3025, describe: 'Taxpayers to seed and sync' })
+      .option('latency', { type: 'string', default: '1s', describe: 'Fake TWS time per request' })
+      .option('concurrency', { type: 'number', default: 10, describe: 'Jobs at once per worker process' })
+      .option('processes', { type: 'number', default: 1, describe: 'Worker processes (1: a worker inside this process)' })
+      .option('error-rate', { type: 'number', default: 0.02, describe: 'Share of TWS requests that fail with a transient 5xx' })
+      .option('rate-limit', { type: 'string', describe: 'Make the fake TWS answer 429 past this rate (e.g. 600/min)' })
+      .option('tries', { type: 'number', describe: 'Attempts per taxpayer (default: mailbox.tries, 3)' })
+      .option('backoff', { type: 'string', default: '5,10,30', describe: 'Delays between attempts; shorter than the production 60,120,300 so a demo run ends' })
+      .option('keep', { type: 'boolean', default: false, describe: 'Keep the demo tables to inspect them afterwards' })
+      .option('json', { type: 'boolean', default: false, describe: 'Print the figures as JSON' }),
+  settings: (argv) => ({ mailbox: { tries: argv.tries } }),
+  async run(context, argv) {
+    const usage = (message: string) => new MailqError(message, { exitCode: 2 });
+    let latencyMs: number;
+    let backoff: BackoffOption;
+    let rateLimit: Rate | undefined;
+    try {
+      latencyMs = parseDuration(argv.latency);
+      backoff = parseBackoffFlag(argv.backoff);
+      rateLimit = argv['rate-limit'] ? parseRate(argv['rate-limit']) : undefined;
+    } catch (error) {
+      throw usage((error as Error).message);
+    }
+    const { out } = context.output;
+    const stop = new AbortController();
+    const onSignal = () => stop.abort();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    let progress: Progress | undefined;
+    try {
+      const result = await runDemo(
+        {
+          taxpayers: argv.taxpayers,
+          latencyMs,
+          concurrency: argv.concurrency,
+          processes: argv.processes,
+          errorRate: argv['error-rate'],
+          rateLimit,
+          tries: context.settings.mailbox.tries,
+          backoff,
+          timeout: `${context.settings.mailbox.timeout}ms`,
+          keep: argv.keep,
+          databaseUrl: context.settings.databaseUrl || undefined,
+          signal: stop.signal,
+        },
+        {
+          step: (line) => (argv.json ? context.output.err(line) : out(line)),
+          progress: ({ done, total, failed, elapsedMs }) => {
+            progress ??= createProgress(context.output, 'Syncing mailboxes', total);
+            progress.update(done, `failed ${failed} | ${formatDuration(elapsedMs)}`);
+          },
+        },
+      );
+      progress?.stop();
+      if (argv.json) out(json(result));
+      else printResult(out, result);
+      return 0;
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  },
+});
+
+function printResult(out: (text: string) => void, result: DemoResult): void {
+  const slots = result.concurrency * result.processes;
+  const queueLabel = `Queue (${result.concurrency} at once${result.processes > 1 ? ` × ${result.processes} processes` : ''})`;
+  const speedUp = result.directProjectedMs / result.queueMs;
+  out('');
+  out(`${result.taxpayers} taxpayers at ${formatDuration(result.latencyMs)} of TWS latency each:`);
+  out(
+    table(
+      ['', 'Direct (one after another)', queueLabel],
+      [
+        ['Wall time', `${formatDuration(result.directProjectedMs)} (projected)`, `${formatDuration(result.queueMs)} (measured)`],
+        ['Per taxpayer', `${formatDuration(result.directMeanMs)} (measured on ${result.directSample})`, `${formatDuration(result.queueMs / result.taxpayers)} (wall time ÷ taxpayers)`],
+        ['Speed-up', '1×', `${speedUp.toFixed(1)}×  (ideal ${slots}×: ${formatDuration(result.idealMs)})`],
+      ],
+    ),
+  );
+  const failedRows = Object.entries(result.failedByAttempts).map(([attempts, count]) => `${count} after ${attempts} attempt${attempts === '1' ? '' : 's'}`);
+  out(
+    summaryTable([
+      ['Synced', result.synced],
+      ['Failed', result.failed ? `${result.failed} (${failedRows.join(', ')})` : 0],
+      ['Messages stored', result.messages],
+      ['Every job started once after', result.firstPassMs === undefined ? '—' : `${formatDuration(result.firstPassMs)} (then retries: ${result.tries} tries, backoff ${result.backoff})`],
+      ['One sync in the queue run', `${formatDuration(result.meanSyncMs)} on average`],
+      ['Dispatch (bulk insert)', formatDuration(result.dispatchMs)],
+      ['TWS requests', `${result.tws.requests} (${result.tws.serverErrors} transient 5xx, ${result.tws.rateLimited} × 429, ${result.tws.malformed} malformed)`],
+      ['Database', result.database],
+    ]),
+  );
+  if (result.reasons.length > 0) {
+    out('Why they failed (mailq failed lists each one):');
+    out(failureTable(result.reasons));
+  }
+  if (result.kept) {
+    const env = `MAILQ_DATABASE_URL=${redactUrl(result.kept.url)}${result.kept.tablePrefix ? ` MAILQ_TABLE_PREFIX=${result.kept.tablePrefix}` : ''}`;
+    out(`Kept the demo tables. Look around: ${env} npx mailq failed`);
+  }
+}

@@ -27,9 +27,12 @@ export async function main(argv: string[], output: Output = processOutput): Prom
     .version()
     .wrap(Math.min(110, process.stdout.columns || 100))
     .exitProcess(false)
+    // Throw, never return: a fail handler that returns lets yargs run the command anyway, so
+    // `sync-mailbox --queue --dry-rn` would dispatch for real before "Unknown argument" is printed.
     .fail((message, error) => {
       if (error) throw error;
       usageError = message;
+      throw new Error(message);
     });
   try {
     await parser.parseAsync();

@@ -172,10 +172,17 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     throw error;
   } finally {
     await tws?.close();
-    if (mq && !keep && !database.dedicated) await mq.rollback({ all: true }).catch(() => undefined);
+    if (mq && !keep && !database.dedicated) await removeDemoTables(mq).catch(() => undefined);
     await mq?.close();
     await database.close(keep);
   }
+}
+
+/** In a database that is not the demo's own, leave nothing behind, migration bookkeeping included. */
+async function removeDemoTables(mq: Mailq): Promise<void> {
+  await mq.rollback({ all: true });
+  await mq.knex.schema.dropTableIfExists(`${mq.tables.migrations}_lock`);
+  await mq.knex.schema.dropTableIfExists(mq.tables.migrations);
 }
 
 function validate(settings: { taxpayers: number; concurrency: number; processes: number; errorRate: number; latencyMs: number }): void {

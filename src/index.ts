@@ -30,7 +30,7 @@ export { createLogger, type Logger } from './logger.js';
 export type { MigrationStatus } from './schema/migrate.js';
 
 // The mailbox sync (the nightly TWS workload mailq ships with).
-export { MailboxSync, createMailboxSync, MailboxSyncError, describeFailureCode, type MailboxSyncOptions, type TwsConnection, type SyncOutcome, type SyncAttemptOptions } from './mailbox/sync.js';
+export { MailboxSync, createMailboxSync, MailboxSyncError, describeFailureCode, shortFailureMessage, type MailboxSyncOptions, type TwsConnection, type SyncOutcome, type SyncAttemptOptions } from './mailbox/sync.js';
 export { mailboxSyncJob, mailboxSyncPayload, MAILBOX_SYNC_JOB, MAILBOX_SYNC_QUEUE, type MailboxSyncJobOptions, type MailboxSyncPayload } from './mailbox/job.js';
 export { dispatchMailboxSync, type QueueSyncOptions, type QueueSyncResult } from './mailbox/dispatch.js';
 export { syncMailboxesDirectly, groupFailures, type DirectSyncOptions, type DirectSyncResult, type DirectSyncFailure, type DirectSyncProgress } from './mailbox/direct.js';

@@ -115,7 +115,6 @@ function resolveOptions(options: WorkerOptions): ResolvedOptions {
   };
 }
 
-
 /**
  * One worker: claims due jobs in batches that fit its free slots, runs them with timeouts,
  * and records each outcome. Many workers (in many processes, on many hosts) share the queue

@@ -127,7 +127,7 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     reporter.step(`Direct mode on ${sampleIds.length} taxpayers, one after another, to measure it…`);
     const sample = await syncMailboxesDirectly(sync, sampleIds, { tries: 1, signal: options.signal });
     const directMeanMs = sample.elapsedMs / sampleIds.length;
-    reporter.step(`…${formatDuration(directMeanMs)} per taxpayer: ${formatDuration(directMeanMs * settings.taxpayers)} for all ${settings.taxpayers}. Now the queue:`);
+    reporter.step(`…${(directMeanMs / 1_000).toFixed(2)}s per taxpayer: ${formatDuration(directMeanMs * settings.taxpayers)} for all ${settings.taxpayers}. Now the queue:`);
 
     const startedAt = Date.now();
     const dispatched = await dispatchMailboxSync(mq);

@@ -53,7 +53,14 @@ const UPDATED_COLUMNS = MESSAGE_COLUMNS.filter((column) => column !== 'taxpayer_
 const MAX_ERROR_LENGTH = 2_000;
 const INSERT_CHUNK = 1_000;
 
-/** Every statement the mailbox sync sends about taxpayers and their messages, in one place. */
+/**
+ * Every statement the mailbox sync sends about taxpayers and their messages, in one place.
+ *
+ * @example
+ * const store = new MailboxStore(mq.knex, mq.tables);
+ * await store.insertTaxpayers([{ taxId: '20100000001', name: 'ACME S.A.C.', teamId: 7 }]);
+ * console.log(await store.statusCounts(), await store.failureReasons());
+ */
 export class MailboxStore {
   constructor(
     readonly knex: Knex,

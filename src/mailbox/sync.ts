@@ -121,6 +121,11 @@ export class MailboxSync {
   }
 }
 
+/**
+ * @example
+ * const sync = createMailboxSync({ knex: mq.knex, tables: mq.tables, tws: { url: 'https://tws.example/api', token } });
+ * mq.registry.add(mailboxSyncJob(sync));
+ */
 export function createMailboxSync(options: MailboxSyncOptions): MailboxSync {
   return new MailboxSync(options);
 }

@@ -1,0 +1,146 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrations } from '../migrations/index.js';
+import type { Mailq } from '../src/mailq.js';
+import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { openQueue, ROOT } from './support/queue.js';
+
+const run = promisify(execFile);
+
+let db: TestDatabase;
+let mq: Mailq;
+const latest = migrations.map((migration) => migration.name);
+
+beforeAll(async () => {
+  db = await createTestDatabase('migrate');
+  mq = openQueue(db.url);
+});
+
+afterAll(async () => {
+  await mq?.close();
+  await db?.drop();
+});
+
+async function tablesOf(mailq: Mailq): Promise<string[]> {
+  const [rows] = (await mailq.knex.raw('SELECT table_name AS name FROM information_schema.tables WHERE table_schema = DATABASE() ORDER BY table_name')) as [Array<{ name: string }>];
+  return rows.map((row) => row.name);
+}
+
+async function columnTypes(mailq: Mailq, table: string): Promise<Record<string, string>> {
+  const [rows] = (await mailq.knex.raw('SELECT column_name AS name, column_type AS type FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?', [table])) as [
+    Array<{ name: string; type: string }>,
+  ];
+  return Object.fromEntries(rows.map((row) => [row.name, row.type.toLowerCase()]));
+}
+
+describe('migrate', () => {
+  it('creates jobs and failed_jobs with the columns DESIGN.md lists, times as DATETIME(3)', async () => {
+    expect(await mq.migrate()).toEqual(latest);
+    expect(await tablesOf(mq)).toEqual(expect.arrayContaining(['failed_jobs', 'jobs', 'mailq_migrations']));
+
+    const jobs = await columnTypes(mq, 'jobs');
+    for (const column of ['id', 'uuid', 'queue', 'name', 'payload', 'attempts', 'deferrals', 'max_attempts', 'backoff', 'timeout_ms', 'priority', 'reserved_by', 'unique_key', 'batch_id']) {
+      expect(jobs, column).toHaveProperty(column);
+    }
+    for (const column of ['available_at', 'reserved_at', 'lease_until', 'created_at']) expect(jobs[column], column).toBe('datetime(3)');
+
+    const failed = await columnTypes(mq, 'failed_jobs');
+    for (const column of ['id', 'uuid', 'queue', 'name', 'payload', 'attempts', 'exception', 'batch_id']) expect(failed, column).toHaveProperty(column);
+    expect(failed.failed_at).toBe('datetime(3)');
+  });
+
+  it('is idempotent: a second run applies nothing and keeps the data', async () => {
+    await mq.dispatch('noop', { keep: true });
+    expect(await mq.migrate()).toEqual([]);
+    expect(await mq.knex('jobs').count({ n: '*' })).toEqual([{ n: 1 }]);
+  });
+
+  it('reports applied and pending migrations', async () => {
+    expect(await mq.migrationStatus()).toEqual({ applied: latest, pending: [] });
+  });
+
+  it('rolls back to nothing, reports the migrations pending, and migrates again', async () => {
+    expect(await mq.rollback({ all: true })).toEqual([...latest].reverse());
+    expect(await tablesOf(mq)).not.toContain('jobs');
+    expect(await tablesOf(mq)).not.toContain('failed_jobs');
+    expect(await mq.migrationStatus()).toEqual({ applied: [], pending: latest });
+    expect(await mq.migrate()).toEqual(latest);
+    expect(await tablesOf(mq)).toEqual(expect.arrayContaining(['failed_jobs', 'jobs']));
+  });
+
+  it('keeps two table prefixes side by side in one database, each with its own migrations', async () => {
+    const alpha = openQueue(db.url, { tablePrefix: 'alpha_' });
+    const beta = openQueue(db.url, { tablePrefix: 'beta_' });
+    try {
+      expect(await alpha.migrate()).toEqual(latest);
+      expect(await beta.migrate()).toEqual(latest);
+      expect(await tablesOf(mq)).toEqual(
+        expect.arrayContaining(['alpha_jobs', 'alpha_failed_jobs', 'alpha_mailq_migrations', 'beta_jobs', 'beta_failed_jobs', 'beta_mailq_migrations']),
+      );
+
+      await alpha.dispatch('noop', { from: 'alpha' });
+      expect(await alpha.knex('alpha_jobs').count({ n: '*' })).toEqual([{ n: 1 }]);
+      expect(await beta.knex('beta_jobs').count({ n: '*' })).toEqual([{ n: 0 }]);
+
+      // Rolling back one prefix leaves the other (and the unprefixed tables) alone.
+      await beta.rollback({ all: true });
+      const tables = await tablesOf(mq);
+      expect(tables).not.toContain('beta_jobs');
+      expect(tables).toEqual(expect.arrayContaining(['alpha_jobs', 'jobs']));
+      expect(await alpha.migrationStatus()).toEqual({ applied: latest, pending: [] });
+    } finally {
+      await alpha.close();
+      await beta.close();
+    }
+  });
+});
+
+describe('migrations in an installed package', () => {
+  let app: string | undefined;
+
+  afterAll(async () => {
+    if (app) await rm(app, { recursive: true, force: true });
+  });
+
+  it('migrate runs from an app that has mailq in node_modules (packed with its files list)', async () => {
+    app = await mkdtemp(path.join(tmpdir(), 'mailq-app-'));
+    const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', app], { cwd: ROOT });
+    const [packed] = JSON.parse(stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
+    const files = packed!.files.map((file) => file.path);
+    expect(files).toContain('dist/migrations/index.js');
+    expect(files.some((file) => file.startsWith('test/') || file.startsWith('src/'))).toBe(false);
+
+    // Install it the way npm would lay it out, with the dependencies it declares linked beside it.
+    const installed = path.join(app, 'node_modules', 'mailq');
+    await mkdir(installed, { recursive: true });
+    await run('tar', ['-xzf', path.join(app, packed!.filename), '-C', installed, '--strip-components=1']);
+    const manifest = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    for (const dependency of Object.keys(manifest.dependencies)) {
+      const target = path.join(app, 'node_modules', dependency);
+      await mkdir(path.dirname(target), { recursive: true });
+      await symlink(path.join(ROOT, 'node_modules', dependency), target);
+    }
+
+    const prefix = 'installed_';
+    await writeFile(
+      path.join(app, 'migrate.mjs'),
+      `import { createMailq } from 'mailq';
+       const mq = createMailq({ databaseUrl: process.argv[2], tablePrefix: '${prefix}' });
+       const applied = await mq.migrate();
+       const status = await mq.migrationStatus();
+       await mq.close();
+       console.log(JSON.stringify({ applied, status }));`,
+    );
+    const library = await run(process.execPath, ['migrate.mjs', db.url], { cwd: app });
+    expect(JSON.parse(library.stdout)).toEqual({ applied: latest, status: { applied: latest, pending: [] } });
+    expect(await tablesOf(mq)).toEqual(expect.arrayContaining([`${prefix}jobs`, `${prefix}failed_jobs`]));
+
+    // The installed bin, run from the app's folder, finds the same migrations.
+    const cli = await run(process.execPath, [path.join(installed, 'bin', 'mailq.js'), 'migrate', '--status', '--json', '--prefix', prefix, '--database-url', db.url], { cwd: app });
+    expect(JSON.parse(cli.stdout)).toEqual({ applied: latest, pending: [] });
+  });
+});

@@ -98,6 +98,23 @@ export function startCli(args: string[], options: { env?: Record<string, string>
   };
 }
 
+/** Runs `node <args>` from the repository root; kills it (and says so) after `timeoutMs`. */
+export async function runNode(args: string[], options: { timeoutMs: number }): Promise<ProcessResult> {
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs);
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
 export function runCli(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<ProcessResult> {
   return startCli(args, options).exited;
 }

@@ -76,18 +76,17 @@ export class FailedJobs {
       for (;;) {
         const chunk = await this.selectIds(options.queue, RETRY_CHUNK);
         if (chunk.length === 0) return { retried, missing: [] };
-        retried += await this.moveBack(chunk);
+        retried += (await this.moveBack(chunk)).length;
       }
     }
-    let retried = 0;
-    const found = new Set<number>();
+    // Missing means "not moved by this call": never a failed job, or moved by a concurrent retry.
+    const moved = new Set<number>();
     for (let start = 0; start < ids.length; start += RETRY_CHUNK) {
       const chunk = ids.slice(start, start + RETRY_CHUNK);
       const existing = await this.selectIds(options.queue, RETRY_CHUNK, chunk);
-      existing.forEach((id) => found.add(id));
-      retried += await this.moveBack(existing);
+      for (const id of await this.moveBack(existing)) moved.add(id);
     }
-    return { retried, missing: ids.filter((id) => !found.has(id)) };
+    return { retried: moved.size, missing: ids.filter((id) => !moved.has(id)) };
   }
 
   /** Deletes failed jobs by id; returns how many existed. */
@@ -111,12 +110,13 @@ export class FailedJobs {
     return (await query).map((row: { id: number | string }) => Number(row.id));
   }
 
-  private async moveBack(ids: number[]): Promise<number> {
-    if (ids.length === 0) return 0;
+  /** Moves the rows it can lock and returns their ids (those a concurrent retry moved first are gone). */
+  private async moveBack(ids: number[]): Promise<number[]> {
+    if (ids.length === 0) return [];
     return withDatabaseRetry(() =>
       this.knex.transaction(async (trx) => {
         const locked = (await trx(this.tables.failedJobs).select('id').whereIn('id', ids).forUpdate()).map((row: { id: number | string }) => Number(row.id));
-        if (locked.length === 0) return 0;
+        if (locked.length === 0) return [];
         const columns = CARRIED_COLUMNS.map((column) => `\`${column}\``).join(', ');
         await trx.raw(
           `INSERT INTO \`${this.tables.jobs}\` (${columns}, attempts, deferrals, available_at)
@@ -124,7 +124,7 @@ export class FailedJobs {
           locked,
         );
         await trx(this.tables.failedJobs).whereIn('id', locked).delete();
-        return locked.length;
+        return locked;
       }),
     );
   }

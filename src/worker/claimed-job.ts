@@ -1,5 +1,6 @@
 import { parseJsonColumn } from '../db/json.js';
-import type { BackoffPlan } from '../backoff.js';
+import { toBackoffPlan, type BackoffOption, type BackoffPlan } from '../backoff.js';
+import { parseDuration, type Duration } from '../duration.js';
 
 /** A job row as a worker holds it after claiming. `attempt` already counts this run. */
 export interface ClaimedJob {
@@ -17,12 +18,25 @@ export interface ClaimedJob {
 
 export const CLAIM_COLUMNS = ['id', 'uuid', 'queue', 'name', 'payload', 'attempts', 'max_attempts', 'backoff', 'timeout_ms', 'batch_id'] as const;
 
+/** What a job's definition sets for itself; the worker knows it even when the dispatcher did not. */
+export interface JobDefaults {
+  maxAttempts?: number;
+  timeoutMs?: number;
+  backoff?: BackoffPlan;
+}
+
+/**
+ * For rows dispatched without tries/timeout/backoff (e.g. by name, from a process that has not
+ * loaded the job): the job definition's own options first, then the worker's defaults.
+ */
 export interface ClaimDefaults {
   maxAttempts: number;
   timeoutMs: number;
+  byName?: ReadonlyMap<string, JobDefaults>;
 }
 
 export function toClaimedJob(row: Record<string, unknown>, defaults: ClaimDefaults): ClaimedJob {
+  const own = defaults.byName?.get(String(row.name));
   return {
     id: Number(row.id),
     uuid: String(row.uuid),
@@ -30,9 +44,23 @@ export function toClaimedJob(row: Record<string, unknown>, defaults: ClaimDefaul
     name: String(row.name),
     payload: row.payload,
     attempt: Number(row.attempts) + 1,
-    maxAttempts: row.max_attempts == null ? defaults.maxAttempts : Number(row.max_attempts),
-    backoff: row.backoff == null ? null : parseJsonColumn<BackoffPlan>(row.backoff),
-    timeoutMs: row.timeout_ms == null ? defaults.timeoutMs : Number(row.timeout_ms),
+    maxAttempts: row.max_attempts == null ? (own?.maxAttempts ?? defaults.maxAttempts) : Number(row.max_attempts),
+    backoff: row.backoff == null ? (own?.backoff ?? null) : parseJsonColumn<BackoffPlan>(row.backoff),
+    timeoutMs: row.timeout_ms == null ? (own?.timeoutMs ?? defaults.timeoutMs) : Number(row.timeout_ms),
     batchId: (row.batch_id as string | null) ?? null,
   };
+}
+
+/** Each job's own options, from the definitions a worker has loaded (only jobs that set any). */
+export function jobDefaultsOf(definitions: Iterable<{ name: string; tries?: number; timeout?: Duration; backoff?: BackoffOption }>): Map<string, JobDefaults> {
+  const byName = new Map<string, JobDefaults>();
+  for (const { name, tries, timeout, backoff } of definitions) {
+    if (tries === undefined && timeout === undefined && backoff === undefined) continue;
+    byName.set(name, {
+      maxAttempts: tries,
+      timeoutMs: timeout === undefined ? undefined : parseDuration(timeout),
+      backoff: backoff === undefined ? undefined : toBackoffPlan(backoff),
+    });
+  }
+  return byName;
 }

@@ -42,12 +42,14 @@ export class JobRows {
         return [];
       }
       const ids = rows.map((row) => Number(row.id));
+      const maxAttempts = defaultFor(defaults, 'maxAttempts');
+      const timeoutMs = defaultFor(defaults, 'timeoutMs');
       await query(
         `UPDATE ${this.jobs} SET reserved_at = NOW(3), reserved_by = ?, attempts = attempts + 1,
-           max_attempts = COALESCE(max_attempts, ?), timeout_ms = COALESCE(timeout_ms, ?),
-           lease_until = NOW(3) + INTERVAL (LEAST(COALESCE(timeout_ms, ?) + ?, ?) * 1000) MICROSECOND
+           max_attempts = COALESCE(max_attempts, ${maxAttempts.sql}), timeout_ms = COALESCE(timeout_ms, ${timeoutMs.sql}),
+           lease_until = NOW(3) + INTERVAL (LEAST(COALESCE(timeout_ms, ${timeoutMs.sql}) + ?, ?) * 1000) MICROSECOND
          WHERE id IN (${placeholders(ids)}); COMMIT`,
-        [workerId, defaults.maxAttempts, defaults.timeoutMs, defaults.timeoutMs, defaults.leaseGraceMs, defaults.leaseMaxMs, ...ids],
+        [workerId, ...maxAttempts.bindings, ...timeoutMs.bindings, ...timeoutMs.bindings, defaults.leaseGraceMs, defaults.leaseMaxMs, ...ids],
       );
       return rows.map((row) => toClaimedJob(row, defaults));
     });
@@ -161,6 +163,19 @@ export class JobRows {
       return { released: retryable.length, failed: exhausted.length };
     });
   }
+}
+
+/**
+ * The value the claim writes into a row that has none: the worker's default, or, for jobs whose
+ * definition sets its own, a CASE over the job name (so the sweep and later claims see it too).
+ */
+function defaultFor(defaults: ClaimDefaults, key: 'maxAttempts' | 'timeoutMs'): { sql: string; bindings: unknown[] } {
+  const own = [...(defaults.byName ?? [])].filter(([, job]) => job[key] !== undefined);
+  if (own.length === 0) return { sql: '?', bindings: [defaults[key]] };
+  return {
+    sql: `CASE name ${own.map(() => 'WHEN ? THEN ?').join(' ')} ELSE ? END`,
+    bindings: [...own.flatMap(([name, job]) => [name, job[key]]), defaults[key]],
+  };
 }
 
 function placeholders(values: readonly unknown[]): string {

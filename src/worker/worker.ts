@@ -10,7 +10,7 @@ import { withDatabaseRetry } from '../db/retry.js';
 import type { TableNames } from '../db/tables.js';
 import type { JobRegistry } from '../job.js';
 import { describeError, startAttempt, type AttemptOutcome, type RunningAttempt } from './attempt.js';
-import type { ClaimedJob } from './claimed-job.js';
+import { jobDefaultsOf, type ClaimedJob, type JobDefaults } from './claimed-job.js';
 import { CompletionBuffer } from './completions.js';
 import { JobRows } from './job-rows.js';
 import { sleep } from '../sleep.js';
@@ -140,6 +140,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private lastClaimWasEmpty = false;
   private timers: NodeJS.Timeout[] = [];
   private runPromise: Promise<WorkerStopReason> | undefined;
+  /** Tries/timeout/backoff that job definitions set, for rows dispatched without them. */
+  private readonly jobDefaults: ReadonlyMap<string, JobDefaults>;
 
   constructor(
     knex: Knex,
@@ -152,6 +154,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.options = resolveOptions(options);
     this.id = options.workerId ?? newWorkerId();
     this.rows = new JobRows(knex, tables);
+    this.jobDefaults = jobDefaultsOf(registry.names().map((name) => registry.get(name)!));
     this.completions = new CompletionBuffer(
       (ids) => this.persist('complete', () => this.rows.complete(ids)),
       (error, ids) => this.logger.error({ err: error, jobIds: ids }, 'could not delete completed jobs; they will run again when their leases expire'),
@@ -267,6 +270,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           this.rows.claim(this.options.queues, limit, this.id, {
             maxAttempts: this.options.maxAttempts,
             timeoutMs: this.options.timeoutMs,
+            byName: this.jobDefaults,
             leaseGraceMs: this.options.leaseGraceMs,
             leaseMaxMs: this.options.leaseMaxMs,
           }),

@@ -93,6 +93,18 @@ const stubborn = defineJob({
   },
 });
 
+/** Sets its own tries, timeout and backoff; dispatched by name from a process that does not know it. */
+const byName = defineJob({
+  name: 'by-name',
+  tries: 3,
+  timeout: '300ms',
+  backoff: [0, 1],
+  async handle(_payload: unknown, { job, signal }) {
+    await logAttempt(job.id, job.attempt);
+    if (job.attempt < 3) await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+  },
+});
+
 const deferring = defineJob({
   name: 'deferring',
   tries: 1,
@@ -110,7 +122,7 @@ beforeAll(async () => {
     },
   });
   mq = openQueue(db.url, {
-    jobs: [flaky, slow, strict, remember, alwaysFails, failsThrice, permanent, gated, stubborn, deferring],
+    jobs: [flaky, slow, strict, remember, alwaysFails, failsThrice, permanent, gated, stubborn, byName, deferring],
     logger: createLogger({ level: 'warn', pretty: false, destination: sink }),
     poolMax: 12,
   });
@@ -206,6 +218,30 @@ describe('retries and failure', () => {
     await testWorker({ tries: 2, backoff: 0, concurrency: 2, stopWhenEmpty: true }).run();
     expect((await failedRow(own.uuid)).attempts).toBe(3);
     expect((await failedRow(inherits.uuid)).attempts).toBe(2);
+  });
+
+  it("a job dispatched by name where its definition is unknown still runs with the definition's tries, timeout and backoff", async () => {
+    const { id } = await bare.dispatch('by-name', {});
+    expect(await mq.knex('jobs').where({ id }).first()).toMatchObject({ max_attempts: null, timeout_ms: null, backoff: null });
+    // The worker's own defaults would fail it on the first attempt, after a minute.
+    const worker = testWorker({ tries: 1, timeout: '60s', backoff: 30 });
+    const leases: number[] = [];
+    worker.on('job:started', (job) => {
+      void mq.knex('jobs').where({ id: job.id }).first().then(async (row) => leases.push(await millisBetween(mq.knex, row.reserved_at, row.lease_until)));
+    });
+    const completed = new Promise((resolve) => worker.once('job:completed', resolve));
+    const running = worker.run();
+    await completed;
+    await worker.stop();
+    await running;
+
+    const log = await attemptLog(id);
+    expect(log.map((entry) => entry.attempt)).toEqual([1, 2, 3]);
+    expect(worker.stats).toMatchObject({ retried: 2, completed: 1, failed: 0 });
+    // Backoff [0, 1]: the third attempt was due a second after the second one failed.
+    expect(await millisBetween(mq.knex, log[1]!.started_at, log[2]!.available_at)).toBeGreaterThanOrEqual(1_000 + 300);
+    // The lease follows the job's timeout (300 ms + 30 s grace), not the worker's 60 s.
+    expect(leases[0]).toBe(30_300);
   });
 
   it('a PermanentError goes straight to failed_jobs whatever the tries left', async () => {

@@ -192,7 +192,11 @@ export async function importModule(file: string): Promise<Record<string, unknown
   const url = pathToFileURL(file).href;
   if (/\.[mc]?ts$/.test(file)) {
     const { tsImport } = await import('tsx/esm/api');
-    return (await tsImport(url, import.meta.url)) as Record<string, unknown>;
+    const loaded = (await tsImport(url, import.meta.url)) as Record<string, unknown>;
+    // Outside a `"type": "module"` package a .ts file is compiled as CommonJS: its exports (and so its
+    // `export default`) then sit one level down, flagged __esModule. Unwrap them, or a default export is lost.
+    const inner = loaded.default as { __esModule?: unknown } | null | undefined;
+    return typeof inner === 'object' && inner !== null && inner.__esModule === true ? (inner as Record<string, unknown>) : loaded;
   }
   return (await import(url)) as Record<string, unknown>;
 }

@@ -22,10 +22,14 @@ export interface JobContext {
   defer(delay: Duration, reason?: string): never;
 }
 
-export interface JobDefinition<Payload = unknown> {
+/**
+ * `Payload` is what the handler receives (the schema's output); `Input` is what dispatch accepts
+ * (the schema's input, so fields with a `.default()` may be left out).
+ */
+export interface JobDefinition<Payload = unknown, Input = Payload> {
   readonly kind: 'mailq.job';
   readonly name: string;
-  readonly schema?: ZodType<Payload>;
+  readonly schema?: ZodType<Payload, Input>;
   /** Attempts in all, including the first (Laravel's `$tries`). */
   readonly tries?: number;
   readonly backoff?: BackoffOption;
@@ -35,7 +39,7 @@ export interface JobDefinition<Payload = unknown> {
   handle(payload: Payload, context: JobContext): Promise<unknown> | unknown;
 }
 
-export type JobOptions<Payload> = Omit<JobDefinition<Payload>, 'kind'>;
+export type JobOptions<Payload, Input = Payload> = Omit<JobDefinition<Payload, Input>, 'kind'>;
 
 /**
  * Declares a job type. Options set here override a worker's defaults (`--tries`, `--timeout`, …).
@@ -50,7 +54,7 @@ export type JobOptions<Payload> = Omit<JobDefinition<Payload>, 'kind'>;
  *   async handle({ userId }, { signal }) { await mailer.send(userId, { signal }); },
  * });
  */
-export function defineJob<Payload>(options: JobOptions<Payload>): JobDefinition<Payload> {
+export function defineJob<Payload, Input = Payload>(options: JobOptions<Payload, Input>): JobDefinition<Payload, Input> {
   if (!options.name || typeof options.name !== 'string') throw new TypeError('defineJob: a job needs a name');
   if (typeof options.handle !== 'function') throw new TypeError(`defineJob(${options.name}): handle must be a function`);
   if (options.tries !== undefined && (!Number.isInteger(options.tries) || options.tries < 1)) {

@@ -72,12 +72,12 @@ export class Mailq {
   }
 
   /** Enqueues one job. Pass `transaction` to enqueue atomically with your own writes. */
-  dispatch<P>(job: JobDefinition<P> | string, payload: P, options?: DispatchOneOptions): Promise<DispatchedJob> {
+  dispatch<P, I = P>(job: JobDefinition<P, I> | string, payload: I, options?: DispatchOneOptions): Promise<DispatchedJob> {
     return this.dispatcher.dispatch(job, payload, options);
   }
 
   /** Validates every payload, then bulk-inserts them in chunks of multi-row INSERTs, in one transaction. */
-  dispatchMany<P>(job: JobDefinition<P> | string, payloads: readonly P[], options?: DispatchManyOptions): Promise<DispatchManyResult> {
+  dispatchMany<P, I = P>(job: JobDefinition<P, I> | string, payloads: readonly I[], options?: DispatchManyOptions): Promise<DispatchManyResult> {
     return this.dispatcher.dispatchMany(job, payloads, options);
   }
 

@@ -35,7 +35,7 @@ export class Dispatcher {
     private readonly resolveJob: (job: JobDefinition | string) => JobDefinition | string,
   ) {}
 
-  async dispatch<P>(job: JobDefinition<P> | string, payload: P, options: DispatchOneOptions = {}): Promise<DispatchedJob> {
+  async dispatch<P, I = P>(job: JobDefinition<P, I> | string, payload: I, options: DispatchOneOptions = {}): Promise<DispatchedJob> {
     const definition = this.resolveJob(job as JobDefinition | string);
     const template = rowTemplate(definition, options);
     const row = newJobRow(template, validatePayload(definition, payload));
@@ -48,7 +48,7 @@ export class Dispatcher {
    * Validates every payload first (one bad payload rejects the call and writes nothing), then
    * writes all rows in one transaction of multi-row INSERTs.
    */
-  async dispatchMany<P>(job: JobDefinition<P> | string, payloads: readonly P[], options: DispatchManyOptions = {}): Promise<DispatchManyResult> {
+  async dispatchMany<P, I = P>(job: JobDefinition<P, I> | string, payloads: readonly I[], options: DispatchManyOptions = {}): Promise<DispatchManyResult> {
     const definition = this.resolveJob(job as JobDefinition | string);
     const template = rowTemplate(definition, options);
     const rows: NewJobRow[] = payloads.map((payload, index) => newJobRow(template, validatePayload(definition, payload, index)));

@@ -120,7 +120,7 @@ export function runCli(args: string[], options: { env?: Record<string, string>; 
 }
 
 /** Milliseconds between two DATETIME(3) values, computed by the database (no client clock, no time zones). */
-export async function millisBetween(knex: Knex, earlier: unknown, later: unknown): Promise<number> {
+export async function millisBetween(knex: Knex, earlier: Knex.Value, later: Knex.Value): Promise<number> {
   const [rows] = (await knex.raw('SELECT TIMESTAMPDIFF(MICROSECOND, ?, ?) AS us', [earlier, later])) as [Array<{ us: number | string }>];
   return Number(rows[0]!.us) / 1000;
 }

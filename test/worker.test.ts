@@ -105,6 +105,16 @@ const byName = defineJob({
   },
 });
 
+let releaseDeaf: () => void = () => undefined;
+/** Ignores its signal: keeps running past its timeout until the test lets it go. */
+const deaf = defineJob({
+  name: 'deaf',
+  timeout: '200ms',
+  async handle() {
+    await new Promise<void>((resolve) => (releaseDeaf = resolve));
+  },
+});
+
 const deferring = defineJob({
   name: 'deferring',
   tries: 1,
@@ -122,7 +132,7 @@ beforeAll(async () => {
     },
   });
   mq = openQueue(db.url, {
-    jobs: [flaky, slow, strict, remember, alwaysFails, failsThrice, permanent, gated, stubborn, byName, deferring],
+    jobs: [flaky, slow, strict, remember, alwaysFails, failsThrice, permanent, gated, stubborn, byName, deaf, deferring],
     logger: createLogger({ level: 'warn', pretty: false, destination: sink }),
     poolMax: 12,
   });
@@ -282,6 +292,18 @@ describe('timeouts', () => {
     expect(row.attempts).toBe(1);
     expect(row.exception).toContain('job timed out after 300 ms');
     expect(await count(mq.knex, 'jobs')).toBe(0);
+  });
+
+  it('a handler that ignores its timeout past the grace period makes the worker stop to be recycled', async () => {
+    const { uuid } = await mq.dispatch(deaf, {});
+    const worker = testWorker({ timeoutGrace: '300ms', stopWait: '100ms' });
+    try {
+      expect(await worker.run()).toBe('stuck-job');
+    } finally {
+      releaseDeaf();
+    }
+    // The timed-out attempt itself was recorded as a failure at its timeout.
+    expect((await failedRow(uuid)).exception).toContain('job timed out after 200 ms');
   });
 });
 

@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { errnoOf, ER } from '../src/db/errors.js';
 import { withDatabaseRetry } from '../src/db/retry.js';
@@ -10,7 +10,7 @@ import type { Mailq } from '../src/mailq.js';
 import { JobRows } from '../src/worker/job-rows.js';
 import type { Worker } from '../src/worker/worker.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
-import { count, millisBetween, openQueue, runNode, sleep, waitFor } from './support/queue.js';
+import { count, millisBetween, openQueue, runNode, waitFor } from './support/queue.js';
 
 let db: TestDatabase;
 let mq: Mailq;
@@ -357,10 +357,12 @@ describe('the worker as a good citizen of its process', () => {
     const onWarning = (warning: Error) => void warnings.push(warning);
     process.on('warning', onWarning);
     try {
+      const polls = vi.spyOn(JobRows.prototype, 'anyDue');
       const worker = testWorker({ queues: ['idle'], sleep: '1ms' });
       const running = worker.run();
-      // Dozens of empty polls, each of which sleeps on the stop signal.
-      await sleep(500);
+      // Well over the 10 listeners Node warns at: each empty poll sleeps on the stop signal.
+      await waitFor('30 idle polls', () => polls.mock.calls.length >= 30);
+      polls.mockRestore();
       await worker.stop();
       await running;
       await new Promise((resolve) => setImmediate(resolve));

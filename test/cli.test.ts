@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { migrations } from '../migrations/index.js';
 import { PermanentError } from '../src/errors.js';
 import { defineJob } from '../src/job.js';
 import type { Mailq } from '../src/mailq.js';
@@ -157,14 +158,16 @@ describe('migrate', () => {
         const code = await main(['migrate', ...args, '--database-url', target.url], output);
         return { code, out: output.stdout.join('\n') };
       };
-      expect(await run()).toEqual({ code: 0, out: 'Migrated: 20261128000001_create_jobs' });
+      const all = migrations.map((migration) => migration.name);
+      expect(await run()).toEqual({ code: 0, out: `Migrated: ${all.join(', ')}` });
       expect(await run()).toEqual({ code: 0, out: 'Nothing to migrate: the schema is up to date.' });
       const status = await run('--status');
       expect(status.code).toBe(0);
-      expect(status.out).toMatch(/20261128000001_create_jobs\s*│\s*applied/);
-      expect(JSON.parse((await run('--status', '--json')).out)).toEqual({ applied: ['20261128000001_create_jobs'], pending: [] });
-      expect(await run('--rollback')).toEqual({ code: 0, out: 'Rolled back: 20261128000001_create_jobs' });
-      expect(JSON.parse((await run('--status', '--json')).out)).toEqual({ applied: [], pending: ['20261128000001_create_jobs'] });
+      for (const name of all) expect(status.out).toMatch(new RegExp(`${name}\\s*│\\s*applied`));
+      expect(JSON.parse((await run('--status', '--json')).out)).toEqual({ applied: all, pending: [] });
+      // One batch went in, so one rollback undoes all of it.
+      expect(await run('--rollback')).toEqual({ code: 0, out: `Rolled back: ${[...all].reverse().join(', ')}` });
+      expect(JSON.parse((await run('--status', '--json')).out)).toEqual({ applied: [], pending: all });
       expect(await run('--rollback')).toEqual({ code: 0, out: 'Nothing to roll back.' });
     } finally {
       await target.drop();

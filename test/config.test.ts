@@ -2,6 +2,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrations } from '../migrations/index.js';
 import { loadSettings, parseSettings } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { main as compiledMain } from '../dist/src/cli/main.js';
@@ -176,10 +177,11 @@ describe('the CLI reads the config file', () => {
     } finally {
       for (const [key, value] of Object.entries(saved)) if (value !== undefined) process.env[key] = value;
     }
-    expect(output.stdout).toEqual(['Migrated: 20261128000001_create_jobs']);
+    const all = migrations.map((migration) => migration.name);
+    expect(output.stdout).toEqual([`Migrated: ${all.join(', ')}`]);
     const mq = openQueue(db.url, { tablePrefix: 'cfg_' });
     try {
-      expect(await mq.migrationStatus()).toEqual({ applied: ['20261128000001_create_jobs'], pending: [] });
+      expect(await mq.migrationStatus()).toEqual({ applied: all, pending: [] });
     } finally {
       await mq.close();
     }

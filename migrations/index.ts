@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { TableNames } from '../src/db/tables.js';
 import * as createJobs from './20261128000001_create_jobs.js';
 import * as createMailbox from './20261128000002_create_mailbox.js';
+import * as createWorkersControlsStats from './20261128000004_create_workers_controls_stats.js';
 
 export interface MailqMigration {
   name: string;
@@ -13,4 +14,4 @@ export interface MailqMigration {
  * Every migration, in order. Imported rather than read from a folder so they ship compiled
  * inside the package and run the same from this repo or from an app's node_modules.
  */
-export const migrations: MailqMigration[] = [createJobs, createMailbox];
+export const migrations: MailqMigration[] = [createJobs, createMailbox, createWorkersControlsStats];

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
+import { parseBytes } from './bytes.js';
 import { parseDuration } from './duration.js';
 import { parseBackoffFlag, toBackoffPlan, type BackoffPlan } from './backoff.js';
 import { ConfigError } from './errors.js';
@@ -53,7 +54,20 @@ const workerSchema = z.object({
   sleep: duration.default(100),
   maxJobs: positiveInt.optional(),
   maxTime: duration.optional(),
-  memory: z.union([z.number(), z.string()]).optional(),
+  /** Bytes of resident memory past which a worker process recycles. */
+  memory: z
+    .union([z.number(), z.string()])
+    .transform((value, ctx) => {
+      try {
+        return parseBytes(value);
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: (error as Error).message });
+        return z.NEVER;
+      }
+    })
+    .optional(),
+  /** How often each worker reports in and reads pause/restart controls. */
+  heartbeat: duration.default(5_000),
   stopWait: duration.default(60_000),
   leaseGrace: duration.default(30_000),
   timeoutGrace: duration.default(10_000),

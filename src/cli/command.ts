@@ -14,8 +14,8 @@ export interface MailqCommand<A> {
   run(context: CommandContext, argv: A & GlobalFlags): Promise<number | void>;
 }
 
-/** Where commands print; swapped in tests. */
-export const cliState: { output?: Output; exitCode: number } = { exitCode: 0 };
+/** Where commands print (swapped in tests), and the arguments this invocation got (a supervisor hands them to its workers). */
+export const cliState: { output?: Output; exitCode: number; argv: string[] } = { exitCode: 0, argv: [] };
 
 /** Wraps a command: settings, one Mailq per invocation, one-line errors, a closed pool, an exit code. */
 export function defineCommand<A>(spec: MailqCommand<A>): CommandModule<GlobalFlags, A> {

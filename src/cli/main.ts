@@ -10,6 +10,7 @@ import { processOutput, type Output } from './output.js';
 export async function main(argv: string[], output: Output = processOutput): Promise<number> {
   cliState.output = output;
   cliState.exitCode = 0;
+  cliState.argv = [...argv];
   let usageError: string | undefined;
   const parser = yargs(argv)
     .scriptName('mailq')

@@ -8,6 +8,12 @@ export interface TableNames {
   mailboxMessages: string;
   /** The prefix every default name carries, for tables other modules look up by name. */
   prefix: string;
+  /** One row per live worker (and supervisor): its heartbeat. */
+  workers: string;
+  /** Pause flags and restart signals, per queue ('*' = every queue). */
+  queueControls: string;
+  /** Per-queue, per-minute counts of finished jobs, added by workers at heartbeat time. */
+  queueStats: string;
 }
 
 /** Tables an app may already own under names of its own; these names are used as given (no prefix). */
@@ -21,5 +27,8 @@ export function tableNames(prefix = '', overrides: TableOverrides = {}): TableNa
     taxpayers: overrides.taxpayers ?? `${prefix}taxpayers`,
     mailboxMessages: overrides.mailboxMessages ?? `${prefix}mailbox_messages`,
     prefix,
+    workers: `${prefix}workers`,
+    queueControls: `${prefix}queue_controls`,
+    queueStats: `${prefix}queue_stats`,
   };
 }

@@ -21,5 +21,7 @@ export function workerOptionsFromSettings(settings: WorkerSettings): WorkerOptio
     leaseGrace: millis(settings.leaseGrace),
     timeoutGrace: millis(settings.timeoutGrace),
     sweepInterval: millis(settings.sweepInterval),
+    heartbeat: millis(settings.heartbeat),
+    memoryLimit: settings.memory,
   };
 }

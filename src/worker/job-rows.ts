@@ -144,25 +144,65 @@ export class JobRows {
         `SELECT id, attempts, max_attempts, reserved_by FROM ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_lease_until_index\`)
          WHERE lease_until < NOW(3) ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED`,
         [limit],
-      )) as [Array<{ id: number; attempts: number; max_attempts: number | null; reserved_by: string }>];
-      const exhausted = rows.filter((row) => row.max_attempts != null && row.attempts >= row.max_attempts);
-      const retryable = rows.filter((row) => !exhausted.includes(row));
-      if (retryable.length > 0) {
-        const ids = retryable.map((row) => row.id);
-        await trx.raw(
-          `UPDATE ${this.jobs} SET reserved_at = NULL, reserved_by = NULL, lease_until = NULL, available_at = NOW(3),
-             last_error = 'lease expired: its worker stopped heartbeating'
-           WHERE id IN (${placeholders(ids)})`,
-          ids,
-        );
-      }
-      for (const row of exhausted) {
-        const message = `lease expired on attempt ${row.attempts} of ${row.max_attempts}: worker ${row.reserved_by} stopped heartbeating (presumed dead)`;
-        await moveJobToFailed(trx, this.tables, row.id, row.reserved_by, message);
-      }
-      return { released: retryable.length, failed: exhausted.length };
+      )) as [ReservationRow[]];
+      return this.returnOrFail(trx, rows, 'lease expired: its worker stopped heartbeating', (row) =>
+        `lease expired on attempt ${row.attempts} of ${row.max_attempts}: worker ${row.reserved_by} stopped heartbeating (presumed dead)`,
+      );
     });
   }
+
+  /**
+   * A worker process is known dead (its supervisor saw it exit): its reservations go back at once
+   * instead of waiting for their leases, as the lease sweep would do, attempts counted, and a job
+   * on its last attempt fails (a job that kills its worker must not kill workers forever). Reads
+   * reserved rows through the lease index, so it never scans the queue.
+   */
+  async releaseDeadWorker(workerId: string, cause: string): Promise<{ released: number; failed: number }> {
+    // Find them without locks (a locking read would lock every reserved row it passes), then lock just those.
+    const [found] = (await this.knex.raw(
+      `SELECT id FROM ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_lease_until_index\`) WHERE lease_until IS NOT NULL AND reserved_by = ?`,
+      [workerId],
+    )) as [Array<{ id: number }>];
+    if (found.length === 0) return { released: 0, failed: 0 };
+    const ids = found.map((row) => row.id);
+    return this.knex.transaction(async (trx) => {
+      const [rows] = (await trx.raw(
+        `SELECT id, attempts, max_attempts, reserved_by FROM ${this.jobs} WHERE id IN (${placeholders(ids)}) AND reserved_by = ? FOR UPDATE`,
+        [...ids, workerId],
+      )) as [ReservationRow[]];
+      return this.returnOrFail(trx, rows, `worker process died while running this job: ${cause}`, (row) =>
+        `worker process died on attempt ${row.attempts} of ${row.max_attempts}: ${cause}`,
+      );
+    });
+  }
+
+  /** Reservations of a dead worker: retryable ones back to the queue, exhausted ones to failed_jobs. */
+  private async returnOrFail(
+    trx: Knex.Transaction,
+    rows: ReservationRow[],
+    releasedBecause: string,
+    failedBecause: (row: ReservationRow) => string,
+  ): Promise<{ released: number; failed: number }> {
+    const exhausted = rows.filter((row) => row.max_attempts != null && row.attempts >= row.max_attempts);
+    const retryable = rows.filter((row) => !exhausted.includes(row));
+    if (retryable.length > 0) {
+      const ids = retryable.map((row) => row.id);
+      await trx.raw(
+        `UPDATE ${this.jobs} SET reserved_at = NULL, reserved_by = NULL, lease_until = NULL, available_at = NOW(3), last_error = ?
+         WHERE id IN (${placeholders(ids)})`,
+        [releasedBecause, ...ids],
+      );
+    }
+    for (const row of exhausted) await moveJobToFailed(trx, this.tables, row.id, row.reserved_by, failedBecause(row));
+    return { released: retryable.length, failed: exhausted.length };
+  }
+}
+
+interface ReservationRow {
+  id: number;
+  attempts: number;
+  max_attempts: number | null;
+  reserved_by: string;
 }
 
 /**

@@ -12,6 +12,7 @@ import type { JobRegistry } from '../job.js';
 import { describeError, startAttempt, type AttemptOutcome, type RunningAttempt } from './attempt.js';
 import { jobDefaultsOf, type ClaimedJob, type JobDefaults } from './claimed-job.js';
 import { CompletionBuffer } from './completions.js';
+import { Heartbeat } from './heartbeat.js';
 import { JobRows } from './job-rows.js';
 import { sleep } from '../sleep.js';
 
@@ -46,6 +47,12 @@ export interface WorkerOptions {
   /** How long finish statements keep retrying while the database is unreachable. Default 10 min. */
   reconnectFor?: Duration;
   workerId?: string;
+  /** How often the worker reports in (workers table, per-minute stats) and reads pause/restart controls. Default 5 s; 0 = never. */
+  heartbeat?: Duration;
+  /** Resident memory (bytes) past which the worker stops gracefully with reason 'memory', for its supervisor to replace it. */
+  memoryLimit?: number;
+  /** The supervisor that started this worker's process, shown in `mailq status`. */
+  supervisorId?: string;
 }
 
 export type WorkerStopReason = 'stopped' | 'signal' | 'empty' | 'once' | 'max-jobs' | 'max-time' | 'memory' | 'stuck-job' | 'restart';
@@ -66,6 +73,8 @@ export interface WorkerEvents {
   'job:deferred': [ClaimedJob, number, string];
   'error': [Error];
   'stopping': [WorkerStopReason];
+  /** Registered (or tried to) and about to claim. */
+  'ready': [];
 }
 
 interface ResolvedOptions {
@@ -85,6 +94,8 @@ interface ResolvedOptions {
   timeoutGraceMs: number;
   sweepIntervalMs: number;
   reconnectForMs: number;
+  heartbeatMs: number;
+  memoryLimit?: number;
 }
 
 export function newWorkerId(): string {
@@ -112,6 +123,8 @@ function resolveOptions(options: WorkerOptions): ResolvedOptions {
     timeoutGraceMs: parseDuration(options.timeoutGrace ?? 10),
     sweepIntervalMs: parseDuration(options.sweepInterval ?? 15),
     reconnectForMs: parseDuration(options.reconnectFor ?? '10m'),
+    heartbeatMs: parseDuration(options.heartbeat ?? 5),
+    memoryLimit: options.memoryLimit,
   };
 }
 
@@ -142,6 +155,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private runPromise: Promise<WorkerStopReason> | undefined;
   /** Tries/timeout/backoff that job definitions set, for rows dispatched without them. */
   private readonly jobDefaults: ReadonlyMap<string, JobDefaults>;
+  private readonly heartbeat: Heartbeat | undefined;
 
   constructor(
     knex: Knex,
@@ -160,6 +174,27 @@ export class Worker extends EventEmitter<WorkerEvents> {
       (error, ids) => this.logger.error({ err: error, jobIds: ids }, 'could not delete completed jobs; they will run again when their leases expire'),
     );
     this.logger = logger.child({ worker: this.id });
+    this.heartbeat = this.options.heartbeatMs > 0 ? this.createHeartbeat(knex, tables, options.supervisorId) : undefined;
+  }
+
+  private createHeartbeat(knex: Knex, tables: TableNames, supervisorId: string | undefined): Heartbeat {
+    const heartbeat = new Heartbeat(knex, tables, this.logger, {
+      workerId: this.id,
+      supervisorId,
+      queues: this.options.queues,
+      concurrency: this.options.concurrency,
+      intervalMs: this.options.heartbeatMs,
+      status: () => ({
+        state: this.stopReason ? 'stopping' : 'running',
+        detail: this.stopReason ?? null,
+        jobsDone: this.stats.completed,
+        jobsFailed: this.stats.failed,
+        running: this.running.size,
+      }),
+      onRestartSignal: () => void this.stop('restart'),
+    });
+    heartbeat.track(this);
+    return heartbeat;
   }
 
   get queues(): readonly string[] {
@@ -199,6 +234,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.logger.info({ queues: this.options.queues, concurrency: this.options.concurrency }, 'worker started');
     this.startTimers();
     try {
+      await this.heartbeat?.start();
+      this.emit('ready');
       while (!this.stopReason) {
         this.checkLimits();
         if (this.stopReason) break;
@@ -220,6 +257,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     } finally {
       this.timers.forEach(clearInterval);
       this.timers = [];
+      await this.heartbeat?.stop();
     }
     this.logger.info({ reason: this.stopReason, ...this.stats }, 'worker stopped');
     return this.stopReason ?? 'stopped';
@@ -235,11 +273,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const { maxJobs, maxTimeMs } = this.options;
     if (maxJobs !== undefined && this.claimedCount >= maxJobs) this.requestStop('max-jobs');
     else if (maxTimeMs !== undefined && Date.now() - this.startedAt >= maxTimeMs) this.requestStop('max-time');
+    else if (this.options.memoryLimit !== undefined && process.memoryUsage.rss() > this.options.memoryLimit) this.requestStop('memory');
   }
 
   private async idle(): Promise<void> {
     if (this.options.stopWhenEmpty && this.running.size === 0) {
-      const due = await this.databaseCall(() => this.rows.anyDue(this.options.queues));
+      const queues = this.claimableQueues();
+      const due = queues.length > 0 && (await this.databaseCall(() => this.rows.anyDue(queues)));
       if (due === false) return this.requestStop('empty');
     }
     await sleep(this.options.sleepMs, this.stopController.signal);
@@ -260,14 +300,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * may have skipped rows another worker was locking.
    */
   private async claimSafely(limit: number): Promise<ClaimedJob[]> {
+    const queues = this.claimableQueues();
+    if (queues.length === 0) {
+      this.lastClaimWasEmpty = true;
+      return [];
+    }
     if (this.lastClaimWasEmpty) {
-      const due = await this.databaseCall(() => this.rows.anyDue(this.options.queues));
+      const due = await this.databaseCall(() => this.rows.anyDue(queues));
       if (!due) return [];
     }
     const claimed =
       (await this.databaseCall(() =>
         withDatabaseRetry(() =>
-          this.rows.claim(this.options.queues, limit, this.id, {
+          this.rows.claim(queues, limit, this.id, {
             maxAttempts: this.options.maxAttempts,
             timeoutMs: this.options.timeoutMs,
             byName: this.jobDefaults,
@@ -278,6 +323,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       )) ?? [];
     this.lastClaimWasEmpty = claimed.length === 0;
     return claimed;
+  }
+
+  /** The worker's queues minus those paused at the last heartbeat: the claim never joins the controls. */
+  private claimableQueues(): readonly string[] {
+    return this.heartbeat ? this.heartbeat.claimable(this.options.queues) : this.options.queues;
   }
 
   /** A database call from the loop: connection failures are logged and waited out, not thrown. */

@@ -1,27 +1,37 @@
-import { defineCommand } from '../command.js';
+import { fileURLToPath } from 'node:url';
+import { cliState, defineCommand } from '../command.js';
 import type { CommandContext } from '../context.js';
 import { workerOptionsFromSettings } from '../../worker/from-settings.js';
 import type { WorkerStopReason } from '../../worker/worker.js';
+import { childStopWaitMs, WORKER_EXIT } from '../../supervisor/protocol.js';
+import { followSupervisor, supervisedIdentity, type SupervisedIdentity } from '../../supervisor/supervised-child.js';
+import { handleSupervisorSignals } from '../../supervisor/signals.js';
+import { Supervisor } from '../../supervisor/supervisor.js';
 
 /** Exit codes of `mailq work`: a supervisor (ours, systemd, Supervisor) restarts on any of them. */
-export const WORK_EXIT = { ok: 0, stuckJob: 70 } as const;
+export const WORK_EXIT = { ...WORKER_EXIT, forced: 130 } as const;
+
+/** The CLI entry the supervisor forks for each worker process (from dist/src/cli/commands/). */
+const MAILQ_BIN = fileURLToPath(new URL('../../../../bin/mailq.js', import.meta.url));
 
 export const workCommand = defineCommand({
   command: 'work',
-  describe: 'Run a worker: claim and run jobs until stopped',
+  describe: 'Run workers: one in this process, or --processes=N under a supervisor',
   builder: (yargs) =>
     yargs
       .option('queue', { type: 'string', describe: 'Queues to work, in priority order: a,b', default: undefined })
       .option('concurrency', { type: 'number', describe: 'Jobs run at once per process' })
-      .option('processes', { type: 'number', describe: 'Worker processes under one supervisor' })
+      .option('processes', { type: 'number', describe: 'Worker processes under one supervisor (restarts, recycling, graceful stop)' })
+      .option('supervise', { type: 'boolean', describe: 'Use the supervisor even for one process' })
       .option('tries', { type: 'number', describe: 'Attempts per job, unless the job sets its own' })
       .option('timeout', { type: 'string', describe: 'Per-attempt timeout (120, 120s, 2m)' })
       .option('backoff', { type: 'string', describe: 'Delays between attempts: 60,120,300 or exp:1s:10m' })
       .option('sleep', { type: 'string', describe: 'Pause between polls when nothing is due' })
-      .option('max-jobs', { type: 'number', describe: 'Stop after this many jobs' })
-      .option('max-time', { type: 'string', describe: 'Stop after running this long' })
-      .option('memory', { type: 'string', describe: 'Recycle a worker process above this RSS (128MB)' })
-      .option('stop-wait', { type: 'string', describe: 'On SIGTERM, how long running jobs may finish' })
+      .option('max-jobs', { type: 'number', describe: 'Recycle a worker process after this many jobs' })
+      .option('max-time', { type: 'string', describe: 'Recycle a worker process after running this long' })
+      .option('memory', { type: 'string', describe: 'Recycle a worker process above this RSS (128MB; a bare number is MB)' })
+      .option('stop-wait', { type: 'string', describe: 'On SIGTERM, how long running jobs may finish before they are put back' })
+      .option('heartbeat', { type: 'string', describe: 'How often workers report in and read pause/restart signals (default 5s)' })
       .option('once', { type: 'boolean', describe: 'Run one job, then exit' })
       .option('stop-when-empty', { type: 'boolean', describe: 'Exit when no job is due' })
       .option('jobs', { type: 'string', array: true, describe: 'Modules that export job definitions' }),
@@ -39,11 +49,17 @@ export const workCommand = defineCommand({
       maxTime: argv['max-time'],
       memory: argv.memory,
       stopWait: argv['stop-wait'],
+      heartbeat: argv.heartbeat,
       once: argv.once,
       stopWhenEmpty: argv['stop-when-empty'],
     },
   }),
-  run: (context) => runWorkerInProcess(context),
+  run: (context, argv) => {
+    const identity = supervisedIdentity();
+    if (identity) return runSupervisedWorker(context, identity);
+    if (context.settings.worker.processes > 1 || argv.supervise) return runSupervisor(context);
+    return runWorkerInProcess(context);
+  },
 });
 
 /** One worker in this process; SIGTERM/SIGINT stop it gracefully, a second signal exits at once. */
@@ -56,17 +72,70 @@ export async function runWorkerInProcess(context: CommandContext): Promise<numbe
     signals++;
     if (signals > 1) {
       context.logger.warn({ signal }, 'second signal: exiting now; unfinished jobs return when their lease expires');
-      process.exit(130);
+      process.exit(WORK_EXIT.forced);
     }
     void worker.stop('signal');
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   try {
-    const reason: WorkerStopReason = await worker.run();
-    return reason === 'stuck-job' ? WORK_EXIT.stuckJob : WORK_EXIT.ok;
+    return exitCodeFor(await worker.run());
   } finally {
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
   }
+}
+
+/** A worker process under `mailq work --processes=N`: its supervisor names it and tells it when to stop. */
+async function runSupervisedWorker(context: CommandContext, identity: SupervisedIdentity): Promise<number> {
+  const mq = await context.mailq();
+  const settings = context.settings.worker;
+  const worker = mq.worker({
+    ...workerOptionsFromSettings(settings),
+    workerId: identity.workerId,
+    supervisorId: identity.supervisorId,
+    stopWait: `${childStopWaitMs(settings.stopWait)}ms`,
+  });
+  const unfollow = followSupervisor(worker, context.logger);
+  try {
+    return exitCodeFor(await worker.run());
+  } finally {
+    unfollow();
+  }
+}
+
+/**
+ * `--processes=N`: this process only supervises. It loads the settings and job modules first,
+ * so a bad config fails here once instead of in N crash-looping children.
+ */
+async function runSupervisor(context: CommandContext): Promise<number> {
+  const mq = await context.mailq();
+  await mq.knex.raw('SELECT 1 FROM ?? LIMIT 0', [mq.tables.workers]);
+  const settings = context.settings.worker;
+  const supervisor = new Supervisor(mq.knex, mq.tables, context.logger, {
+    processes: settings.processes,
+    command: { modulePath: MAILQ_BIN, args: cliState.argv },
+    queues: settings.queues,
+    concurrency: settings.concurrency,
+    stopWait: `${settings.stopWait}ms`,
+    heartbeat: `${settings.heartbeat}ms`,
+  });
+  const unhook = handleSupervisorSignals({
+    stop: (signal) => {
+      context.logger.info({ signal }, 'stopping (a second signal kills the workers at once)');
+      void supervisor.stop();
+    },
+    force: () => void supervisor.forceStop(),
+    reload: () => void supervisor.reload(),
+  });
+  try {
+    const end = await supervisor.run();
+    return end === 'forced' ? WORK_EXIT.forced : WORK_EXIT.ok;
+  } finally {
+    unhook();
+  }
+}
+
+function exitCodeFor(reason: WorkerStopReason): number {
+  return reason === 'stuck-job' ? WORK_EXIT.stuckJob : WORK_EXIT.ok;
 }

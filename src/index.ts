@@ -38,3 +38,14 @@ export { MailboxStore, type Taxpayer, type TaxpayerFilter, type NewTaxpayer, typ
 export { createTwsClient, TwsError, type TwsClient, type TwsClientOptions, type TwsErrorKind, type TwsMessage, type TwsMailboxPage } from './mailbox/tws.js';
 export { startFakeTws, fakeMailboxMessages, type FakeTws, type FakeTwsOptions, type FakeTwsStats } from './mailbox/fake-tws.js';
 export { runDemo, type DemoOptions, type DemoResult } from './mailbox/demo.js';
+export { QueueControls, ControlState, ALL_QUEUES, type QueueControlRow } from './controls/queue-controls.js';
+export { Monitor, queuesOverMax, type QueueHealth, type QueueOverview, type StatusReport } from './monitor/monitor.js';
+export type { QueueThroughput } from './stats/stats-rows.js';
+export type { QueueCounts } from './stats/tally.js';
+export type { WorkerRecord } from './worker/worker-rows.js';
+export { runDoctor, type DoctorReport, type DoctorCheck, type DoctorOptions, type CheckStatus } from './doctor/doctor.js';
+export { Supervisor, type SupervisorOptions, type SupervisorEnd, type SupervisorEvents } from './supervisor/supervisor.js';
+export type { WorkerCommand, ProcessExit } from './supervisor/worker-process.js';
+export type { RestartPolicyOptions } from './supervisor/restart-policy.js';
+export { supervisedIdentity, followSupervisor, type SupervisedIdentity } from './supervisor/supervised-child.js';
+export { parseBytes, formatBytes } from './bytes.js';

@@ -9,6 +9,10 @@ import { createLogger } from './logger.js';
 import { Dispatcher, type DispatchedJob, type DispatchManyOptions, type DispatchManyResult, type DispatchOneOptions } from './queue/dispatcher.js';
 import { migrateLatest, migrateRollback, migrationStatus, type MigrationStatus } from './schema/migrate.js';
 import { Worker, type WorkerOptions } from './worker/worker.js';
+import { QueueControls } from './controls/queue-controls.js';
+import { Monitor } from './monitor/monitor.js';
+import { runDoctor, type DoctorOptions, type DoctorReport } from './doctor/doctor.js';
+import { Supervisor, type SupervisorOptions } from './supervisor/supervisor.js';
 
 export interface MailqOptions {
   /** `mysql://user:password@host:3306/database`; or pass your own `knex`. */
@@ -43,6 +47,24 @@ export class Mailq {
   readonly logger: Logger;
   /** Failed jobs: list, show, retry, forget, flush. */
   readonly failed: FailedJobs;
+  /**
+   * Pause, resume, restart: signals every worker on every host reads at its heartbeat.
+   *
+   * @example
+   * await mq.controls.pause(['mailbox-sync']);   // workers stop claiming from it; running jobs finish
+   * await mq.controls.resume(['mailbox-sync']);
+   * await mq.controls.requestRestart();          // every worker finishes its jobs and exits; supervisors start fresh ones
+   */
+  readonly controls: QueueControls;
+  /**
+   * Queue health and worker status from the tables.
+   *
+   * @example
+   * const { queues } = await mq.monitor.queues(['mailbox-sync']);
+   * if (queues[0]!.pending > 1000) alert(`backlog: ${queues[0]!.pending}`);
+   * const { workers } = await mq.monitor.status();
+   */
+  readonly monitor: Monitor;
   private readonly dispatcher: Dispatcher;
   private readonly ownsKnex: boolean;
   private readonly workers = new Set<Worker>();
@@ -55,6 +77,8 @@ export class Mailq {
     this.registry = new JobRegistry(options.jobs);
     this.logger = options.logger ?? createLogger({ level: 'warn' });
     this.failed = new FailedJobs(this.knex, this.tables);
+    this.controls = new QueueControls(this.knex, this.tables);
+    this.monitor = new Monitor(this.knex, this.tables);
     this.dispatcher = new Dispatcher(this.knex, this.tables, (job) => this.resolveJob(job));
   }
 
@@ -88,6 +112,30 @@ export class Mailq {
     this.workers.add(worker);
     worker.once('stopping', () => this.workers.delete(worker));
     return worker;
+  }
+
+  /**
+   * A supervisor that keeps N worker processes running (what `mailq work --processes=N` uses).
+   *
+   * @example
+   * const supervisor = mq.supervisor({ processes: 4, queues: ['default'], concurrency: 5,
+   *   command: { modulePath: 'node_modules/mailq/bin/mailq.js', args: ['work', '--queue=default', '--concurrency=5'] } });
+   * process.on('SIGTERM', () => void supervisor.stop());
+   * await supervisor.run();
+   */
+  supervisor(options: SupervisorOptions): Supervisor {
+    return new Supervisor(this.knex, this.tables, this.logger, options);
+  }
+
+  /**
+   * Checks the server and schema: version, SKIP LOCKED, migrations, the claim index and plan, lock settings.
+   *
+   * @example
+   * const report = await mq.doctor();
+   * for (const check of report.checks) console.log(check.status, check.name, check.value);
+   */
+  doctor(options?: DoctorOptions): Promise<DoctorReport> {
+    return runDoctor(this.knex, this.tables, options);
   }
 
   /** Stops this instance's workers gracefully and closes the pool (if mailq opened it). */

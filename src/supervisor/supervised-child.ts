@@ -21,6 +21,13 @@ export function supervisedIdentity(env: NodeJS.ProcessEnv = process.env): Superv
  * disappears (the channel closes: a supervisor killed with -9 leaves no orphans claiming jobs),
  * and ignores SIGINT/SIGTERM: those are meant for the supervisor, which also reaches it through
  * the process group or the unit's cgroup. Returns a function that unhooks everything.
+ *
+ * @example
+ * // A worker entry of your own, forked by mq.supervisor({ command: { modulePath: 'worker.js', args: [] }, … })
+ * const identity = supervisedIdentity();
+ * const worker = mq.worker({ queues: ['default'], workerId: identity?.workerId, supervisorId: identity?.supervisorId });
+ * if (identity) followSupervisor(worker, mq.logger);
+ * process.exit((await worker.run()) === 'stuck-job' ? 70 : 0); // exit even if a stuck handler still runs
  */
 export function followSupervisor(worker: Worker, logger: Logger): () => void {
   const send = (message: ChildMessage) => {

@@ -10,6 +10,9 @@ import { fakeTwsCommand } from './fake-tws.js';
 import { demoCommand } from './demo.js';
 // The mailbox sync job is built in: every mailq process (workers included) knows it.
 import '../../mailbox/register.js';
+import { pauseCommand, restartCommand, resumeCommand } from './controls.js';
+import { monitorCommand, statusCommand } from './monitor.js';
+import { doctorCommand } from './doctor.js';
 
 /** Every verb of the CLI; each is a thin wrapper over one library call. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -25,4 +28,10 @@ export const commands: Array<CommandModule<GlobalFlags, any>> = [
   syncMailboxCommand,
   fakeTwsCommand,
   demoCommand,
+  restartCommand,
+  pauseCommand,
+  resumeCommand,
+  monitorCommand,
+  statusCommand,
+  doctorCommand,
 ];

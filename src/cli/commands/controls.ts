@@ -1,0 +1,63 @@
+import { defineCommand } from '../command.js';
+import { formatTime, json } from '../output.js';
+import { ALL_QUEUES } from '../../controls/queue-controls.js';
+import { formatDuration } from '../../duration.js';
+import { MailqError } from '../../errors.js';
+
+/** Queues named on the command line, or '*' with --all. */
+function targetQueues(argv: { queues?: string[]; all?: boolean }): string[] {
+  const queues = (argv.queues ?? []).flatMap((queue) => queue.split(',')).map((queue) => queue.trim()).filter(Boolean);
+  if (argv.all) return [ALL_QUEUES];
+  if (queues.length === 0) throw new MailqError('name a queue (or pass --all)', { exitCode: 2 });
+  return queues;
+}
+
+const label = (queue: string) => (queue === ALL_QUEUES ? 'every queue' : `'${queue}'`);
+
+export const pauseCommand = defineCommand({
+  command: 'pause [queues..]',
+  describe: 'Stop workers claiming from these queues (running jobs finish)',
+  builder: (yargs) =>
+    yargs
+      .positional('queues', { type: 'string', array: true, describe: 'Queue names' })
+      .option('all', { type: 'boolean', default: false, describe: 'Pause every queue' }),
+  async run(context, argv) {
+    const queues = targetQueues(argv);
+    await (await context.mailq()).controls.pause(queues);
+    const within = formatDuration(context.settings.worker.heartbeat);
+    context.output.out(`Paused ${queues.map(label).join(', ')}: workers stop claiming from it within their heartbeat (${within}); running jobs finish.`);
+  },
+});
+
+export const resumeCommand = defineCommand({
+  command: 'resume [queues..]',
+  describe: 'Let workers claim from paused queues again',
+  builder: (yargs) =>
+    yargs
+      .positional('queues', { type: 'string', array: true, describe: 'Queue names' })
+      .option('all', { type: 'boolean', default: false, describe: 'Resume the pause of every queue (set by pause --all)' }),
+  async run(context, argv) {
+    const queues = targetQueues(argv);
+    const resumed = await (await context.mailq()).controls.resume(queues);
+    context.output.out(resumed ? `Resumed ${queues.map(label).join(', ')}.` : `Not paused: ${queues.map(label).join(', ')}.`);
+  },
+});
+
+export const restartCommand = defineCommand({
+  command: 'restart',
+  describe: 'Tell every worker, on every host, to finish its current jobs and restart (e.g. after a deploy)',
+  builder: (yargs) =>
+    yargs
+      .option('queue', { type: 'string', describe: 'Only workers that serve this queue' })
+      .option('json', { type: 'boolean', default: false }),
+  async run(context, argv) {
+    const queue = argv.queue ?? ALL_QUEUES;
+    const requestedAt = await (await context.mailq()).controls.requestRestart(queue);
+    if (argv.json) return context.output.out(json({ queue, requestedAt }));
+    const within = formatDuration(context.settings.worker.heartbeat);
+    context.output.out(
+      `Restart requested at ${formatTime(requestedAt)} for ${label(queue)}: each worker sees it within its heartbeat (${within}), ` +
+        'finishes its current jobs and exits; its supervisor (mailq work --processes, systemd, Supervisor) starts a fresh one.',
+    );
+  },
+});

@@ -7,6 +7,11 @@ export interface RestartPolicyOptions {
   maxDelayMs?: number;
   /** From this many quick crashes in a row, the slot is reported as crash-looping. Default 3. */
   crashLoopAfter?: number;
+  /**
+   * A planned exit this soon after the start (say `--memory` below what a fresh process uses)
+   * waits this long before the next start, so even a misconfiguration cannot spin. Default 1 s.
+   */
+  quickPlannedExitMs?: number;
 }
 
 /** How a worker process ended, as far as restarting it is concerned. */
@@ -24,7 +29,8 @@ export interface RestartDecision {
 }
 
 /**
- * When to start a worker process again. A planned exit restarts at once; a crash after a healthy
+ * When to start a worker process again. A planned exit restarts at once (unless it came within
+ * a second of the start); a crash after a healthy
  * run restarts at once too; crashes in quick succession back off exponentially, so a worker
  * that cannot start (bad deploy, database down) is retried forever without spinning the CPU.
  */
@@ -34,18 +40,24 @@ export class RestartPolicy {
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
   private readonly crashLoopAfter: number;
+  private readonly quickPlannedExitMs: number;
 
   constructor(options: RestartPolicyOptions = {}) {
     this.minUptimeMs = options.minUptimeMs ?? 10_000;
     this.baseDelayMs = options.baseDelayMs ?? 1_000;
     this.maxDelayMs = options.maxDelayMs ?? 60_000;
     this.crashLoopAfter = options.crashLoopAfter ?? 3;
+    this.quickPlannedExitMs = options.quickPlannedExitMs ?? 1_000;
   }
 
   next(end: ProcessEnd): RestartDecision {
-    if (end.planned || end.uptimeMs >= this.minUptimeMs) {
-      this.crashes = end.planned ? 0 : 1;
-      return { delayMs: 0, crashes: this.crashes, crashLoop: false };
+    if (end.planned) {
+      this.crashes = 0;
+      return { delayMs: end.uptimeMs < this.quickPlannedExitMs ? this.quickPlannedExitMs : 0, crashes: 0, crashLoop: false };
+    }
+    if (end.uptimeMs >= this.minUptimeMs) {
+      this.crashes = 1;
+      return { delayMs: 0, crashes: 1, crashLoop: false };
     }
     this.crashes++;
     const delayMs = Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** Math.min(this.crashes - 1, 30));

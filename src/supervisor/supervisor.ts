@@ -253,7 +253,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       old.stop();
       const started = await Promise.race([next, slot.ended.then(() => undefined), this.whenStopping()]);
       if (!started) continue;
-      await Promise.race([started.ready, this.whenStopping()]);
+      const ready = await Promise.race([started.ready, this.whenStopping()]);
+      if (ready) this.logger.info({ slot: slot.index + 1, pid: started.pid }, `reloaded process ${slot.index + 1} of ${this.slots.length}`);
     }
     if (!this.stopping) this.logger.info('reload done');
   }

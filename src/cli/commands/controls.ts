@@ -53,7 +53,10 @@ export const restartCommand = defineCommand({
   async run(context, argv) {
     const queue = argv.queue ?? ALL_QUEUES;
     const requestedAt = await (await context.mailq()).controls.requestRestart(queue);
-    if (argv.json) return context.output.out(json({ queue, requestedAt }));
+    if (argv.json) {
+      context.output.out(json({ queue, requestedAt }));
+      return;
+    }
     const within = formatDuration(context.settings.worker.heartbeat);
     context.output.out(
       `Restart requested at ${formatTime(requestedAt)} for ${label(queue)}: each worker sees it within its heartbeat (${within}), ` +

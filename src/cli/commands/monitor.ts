@@ -60,8 +60,8 @@ export const statusCommand = defineCommand({
   builder: (yargs) => yargs.option('json', { type: 'boolean', default: false }),
   async run(context, argv) {
     const report = await (await context.mailq()).monitor.status();
-    if (argv.json) return context.output.out(json(report));
-    printStatus(context.output, report);
+    if (argv.json) context.output.out(json(report));
+    else printStatus(context.output, report);
   },
 });
 
@@ -77,7 +77,8 @@ function printMonitor(output: Output, overview: QueueOverview, max: number | und
   if (asJson) {
     const over = max === undefined ? [] : queuesOverMax(overview, max).map((queue) => queue.queue);
     const value = { checkedAt: overview.checkedAt, max: max ?? null, ok: over.length === 0, overMax: over, queues: overview.queues };
-    return output.out(watching ? JSON.stringify(value) : json(value));
+    output.out(watching ? JSON.stringify(value) : json(value));
+    return;
   }
   if (watching && output.isTTY) output.out('\x1b[2J\x1b[H');
   output.out(queueTable(overview.queues, max));

@@ -31,6 +31,7 @@ export const workCommand = defineCommand({
       .option('max-time', { type: 'string', describe: 'Recycle a worker process after running this long' })
       .option('memory', { type: 'string', describe: 'Recycle a worker process above this RSS (128MB; a bare number is MB)' })
       .option('stop-wait', { type: 'string', describe: 'On SIGTERM, how long running jobs may finish before they are put back' })
+      .option('timeout-grace', { type: 'string', describe: 'How long a handler may ignore its timeout before its process recycles (default 10s)' })
       .option('heartbeat', { type: 'string', describe: 'How often workers report in and read pause/restart signals (default 5s)' })
       .option('once', { type: 'boolean', describe: 'Run one job, then exit' })
       .option('stop-when-empty', { type: 'boolean', describe: 'Exit when no job is due' })
@@ -50,6 +51,7 @@ export const workCommand = defineCommand({
       memory: argv.memory,
       stopWait: argv['stop-wait'],
       heartbeat: argv.heartbeat,
+      timeoutGrace: argv['timeout-grace'],
       once: argv.once,
       stopWhenEmpty: argv['stop-when-empty'],
     },

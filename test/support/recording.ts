@@ -1,0 +1,55 @@
+import type { Knex } from 'knex';
+import { createMailq, type Mailq } from '../../src/index.js';
+import { createLogger } from '../../src/logger.js';
+import { createTestDatabase, type TestDatabase } from './database.js';
+
+export interface JobRun {
+  id: number;
+  job_key: string;
+  job_id: number;
+  attempt: number;
+  pid: number;
+  worker_id: string | null;
+  started_at: Date;
+  finished_at: Date | null;
+}
+
+export interface RecordingDatabase {
+  db: TestDatabase;
+  mq: Mailq;
+  /** Environment for `mailq` processes: the database URL (the fixture jobs read it too). */
+  env: NodeJS.ProcessEnv;
+  runs(where?: Record<string, unknown>): Promise<JobRun[]>;
+  workers(): Promise<Array<Record<string, any>>>;
+  supervisors(): Promise<Array<Record<string, any>>>;
+  count(table: string, where?: (query: Knex.QueryBuilder) => void): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** A migrated test database plus the `job_runs` table that test/fixtures/recording-jobs.mjs writes. */
+export async function recordingDatabase(label: string): Promise<RecordingDatabase> {
+  const db = await createTestDatabase(label);
+  const mq = createMailq({ databaseUrl: db.url, logger: createLogger({ level: 'silent' }) });
+  await mq.migrate();
+  await mq.knex.raw(`CREATE TABLE job_runs (
+    id BIGINT AUTO_INCREMENT PRIMARY KEY, job_key VARCHAR(64) NOT NULL, job_id BIGINT NOT NULL, attempt INT NOT NULL,
+    pid INT NOT NULL, worker_id VARCHAR(191) NULL, started_at DATETIME(3) NOT NULL, finished_at DATETIME(3) NULL, KEY (job_key))`);
+  const count = async (table: string, where?: (query: Knex.QueryBuilder) => void) => {
+    const query = mq.knex(table).count({ n: '*' });
+    where?.(query);
+    return Number((await query)[0]!.n);
+  };
+  return {
+    db,
+    mq,
+    env: { MAILQ_DATABASE_URL: db.url },
+    runs: (where = {}) => mq.knex('job_runs').where(where).orderBy('id'),
+    workers: () => mq.knex(mq.tables.workers).where({ kind: 'worker' }).orderBy('id'),
+    supervisors: () => mq.knex(mq.tables.workers).where({ kind: 'supervisor' }),
+    count,
+    close: async () => {
+      await mq.close();
+      await db.drop();
+    },
+  };
+}

@@ -337,7 +337,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     } catch (error) {
       if (!isConnectionError(error)) throw error;
       this.logger.warn({ err: error }, 'database unreachable; retrying');
-      this.emit('error', error as Error);
+      // An EventEmitter throws an 'error' nobody listens to: that would turn a blip into a crash.
+      if (this.listenerCount('error') > 0) this.emit('error', error as Error);
       await sleep(1000, this.stopController.signal);
       return undefined;
     }

@@ -36,7 +36,7 @@ afterAll(async () => {
   await rec?.close();
 });
 
-describe('mailq work --processes', () => {
+describe('mailq work --processes', { timeout: 120_000 }, () => {
   it('mailq restart: every worker process finishes and is replaced exactly once', async () => {
     supervisor = startCli(work('restart', '--processes=3'), rec.env);
     const first = await liveWorkers(3);
@@ -106,7 +106,7 @@ describe('mailq work --processes', () => {
   });
 });
 
-describe('stopping', () => {
+describe('stopping', { timeout: 120_000 }, () => {
   it('SIGTERM: jobs that finish within the stop wait complete, the others go back without counting the attempt, and the supervisor exits well before they would have finished', async () => {
     supervisor = startCli(work('term', '--processes=2', '--concurrency=2', '--stop-wait=2s'), rec.env);
     await liveWorkers(2);
@@ -148,4 +148,46 @@ describe('stopping', () => {
     expect(row.last_error).toBe('worker process died while running this job: killed by SIGKILL');
     await rec.mq.knex(rec.mq.tables.jobs).where({ id }).delete();
   });
+
+  it('a second SIGTERM kills the workers at once (exit 130) and returns their jobs', async () => {
+    supervisor = startCli(work('forced', '--supervise', '--stop-wait=30s'), rec.env);
+    await liveWorkers(1);
+    const { id } = await rec.mq.dispatch('record', { key: 'forced', ms: 60_000 }, { queue: 'forced', tries: 3 });
+    await waitFor('the job to start', async () => (await rec.runs({ job_key: 'forced' })).length === 1);
+
+    supervisor.child.kill('SIGTERM');
+    await waitFor('the graceful stop to begin', () => supervisorLogs(supervisor!).some((line) => line.msg === 'stopping worker processes'));
+    supervisor.child.kill('SIGTERM');
+    expect(await supervisor.exited).toEqual({ code: 130, signal: null });
+    expect(supervisor.output()).toContain('forced stop: killing worker processes');
+    expect(await rec.mq.knex(rec.mq.tables.jobs).where({ id }).first()).toMatchObject({ reserved_at: null, attempts: 1 });
+    expect(await rec.count(rec.mq.tables.workers)).toBe(0);
+    await rec.mq.knex(rec.mq.tables.jobs).where({ id }).delete();
+  });
+
+  it('worker processes whose supervisor was killed with -9 stop by themselves', async () => {
+    supervisor = startCli(work('orphans', '--processes=2'), rec.env);
+    const workers = await liveWorkers(2);
+    supervisor.child.kill('SIGKILL');
+    await supervisor.exited;
+    await waitFor('the orphaned workers to unregister', async () => (await rec.workers()).length === 0);
+    await waitFor('the orphaned processes to exit', () => workers.every((row) => !isRunning(row.pid)));
+    await rec.mq.knex(rec.mq.tables.workers).delete();
+  });
+
+  it('a bad setting fails in the supervisor, once, before any worker process starts', async () => {
+    supervisor = startCli(['work', '--processes=3', '--jobs', '/nonexistent/jobs.mjs'], rec.env);
+    expect(await supervisor.exited).toEqual({ code: 2, signal: null });
+    expect(supervisor.output()).toMatch(/^mailq: cannot load job module \/nonexistent\/jobs\.mjs/m);
+    expect(supervisor.output()).not.toContain('worker process started');
+  });
 });
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -33,7 +33,7 @@ afterAll(async () => {
   await rec?.close();
 });
 
-describe('a handler that ignores its timeout', () => {
+describe('a handler that ignores its timeout', { timeout: 120_000 }, () => {
   it('fails its attempt as a timeout; its process puts its other job back, exits 70 and is replaced', async () => {
     supervisor = startCli(work('stuck', '--supervise', '--concurrency=2', '--timeout-grace=500ms', '--stop-wait=2s'), rec.env);
     const [first] = await waitFor('the worker process', async () => {
@@ -67,7 +67,7 @@ describe('a handler that ignores its timeout', () => {
   });
 });
 
-describe('crash loop', () => {
+describe('crash loop', { timeout: 120_000 }, () => {
   it('restarts a process that cannot start with growing delays, shows the crash loop in the workers table, and still stops at once', async () => {
     supervisor = startCli(['work', '--queue=crash', '--supervise', '--jobs', CRASHING_JOBS, '--heartbeat=200ms'], rec.env);
     const row = await waitFor('the supervisor to report a crash loop', async () => (await rec.supervisors()).find((entry) => entry.state === 'crash-loop'), 30_000);
@@ -85,7 +85,7 @@ describe('crash loop', () => {
   });
 });
 
-describe('recycling', () => {
+describe('recycling', { timeout: 120_000 }, () => {
   it('--max-jobs recycles worker processes gracefully: every job runs exactly once', async () => {
     supervisor = startCli(work('max-jobs', '--processes=2', '--max-jobs=10'), rec.env);
     await rec.mq.dispatchMany('record', Array.from({ length: 60 }, (_, n) => ({ key: `mj-${n}`, ms: 5 })), { queue: 'max-jobs', tries: 1 });
@@ -102,6 +102,17 @@ describe('recycling', () => {
     const recycled = supervisorLogs(supervisor).filter((line) => line.reason === 'max-jobs');
     expect(recycled.length).toBeGreaterThanOrEqual(5);
     await stopSupervisor();
+  });
+
+  it('--stop-when-empty: processes that find the queue empty are not replaced, and the supervisor exits 0 when all have', async () => {
+    await rec.mq.dispatchMany('record', Array.from({ length: 20 }, (_, n) => ({ key: `empty-${n}` })), { queue: 'empty' });
+    supervisor = startCli(work('empty', '--processes=2', '--stop-when-empty'), rec.env);
+    expect(await supervisor.exited).toEqual({ code: 0, signal: null });
+    expect(await rec.count(rec.mq.tables.jobs, (query) => query.where({ queue: 'empty' }))).toBe(0);
+    expect((await rec.runs()).filter((run) => run.job_key.startsWith('empty-'))).toHaveLength(20);
+    const finished = supervisorLogs(supervisor).filter((line) => line.msg === 'worker process finished its work; not replacing it');
+    expect(finished.map((line) => line.reason)).toEqual(['empty', 'empty']);
+    expect(supervisorLogs(supervisor).at(-1)).toMatchObject({ msg: 'supervisor stopped', end: 'finished', restarts: 0 });
   });
 
   it('--memory recycles a process that grew past the limit after its job; the next jobs run in a fresh process', async () => {

@@ -67,7 +67,7 @@ export const workCommand = defineCommand({
 /** One worker in this process; SIGTERM/SIGINT stop it gracefully, a second signal exits at once. */
 export async function runWorkerInProcess(context: CommandContext): Promise<number> {
   const mq = await context.mailq();
-  await mq.knex.raw('SELECT 1 FROM ?? LIMIT 0', [mq.tables.jobs]);
+  await assertSchema(context);
   const worker = mq.worker(workerOptionsFromSettings(context.settings.worker));
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -112,7 +112,7 @@ async function runSupervisedWorker(context: CommandContext, identity: Supervised
  */
 async function runSupervisor(context: CommandContext): Promise<number> {
   const mq = await context.mailq();
-  await mq.knex.raw('SELECT 1 FROM ?? LIMIT 0', [mq.tables.workers]);
+  await assertSchema(context);
   const settings = context.settings.worker;
   const supervisor = new Supervisor(mq.knex, mq.tables, context.logger, {
     processes: settings.processes,
@@ -136,6 +136,12 @@ async function runSupervisor(context: CommandContext): Promise<number> {
   } finally {
     unhook();
   }
+}
+
+/** A missing table fails here with "run `mailq migrate` first", not later in a loop. */
+async function assertSchema(context: CommandContext): Promise<void> {
+  const { knex, tables } = await context.mailq();
+  await knex.raw('SELECT 1 FROM ??, ?? LIMIT 0', [tables.jobs, tables.workers]);
 }
 
 function exitCodeFor(reason: WorkerStopReason): number {

@@ -29,15 +29,7 @@ export { tableNames, type TableNames, type TableOverrides } from './db/tables.js
 export { createLogger, type Logger } from './logger.js';
 export type { MigrationStatus } from './schema/migrate.js';
 
-// The mailbox sync (the nightly TWS workload mailq ships with).
-export { MailboxSync, createMailboxSync, MailboxSyncError, describeFailureCode, shortFailureMessage, type MailboxSyncOptions, type TwsConnection, type SyncOutcome, type SyncAttemptOptions } from './mailbox/sync.js';
-export { mailboxSyncJob, mailboxSyncPayload, MAILBOX_SYNC_JOB, MAILBOX_SYNC_QUEUE, type MailboxSyncJobOptions, type MailboxSyncPayload } from './mailbox/job.js';
-export { dispatchMailboxSync, type QueueSyncOptions, type QueueSyncResult } from './mailbox/dispatch.js';
-export { syncMailboxesDirectly, groupFailures, type DirectSyncOptions, type DirectSyncResult, type DirectSyncFailure, type DirectSyncProgress } from './mailbox/direct.js';
-export { MailboxStore, type Taxpayer, type TaxpayerFilter, type NewTaxpayer, type SyncStatus, type FailureReason } from './mailbox/store.js';
-export { createTwsClient, TwsError, type TwsClient, type TwsClientOptions, type TwsErrorKind, type TwsMessage, type TwsMailboxPage } from './mailbox/tws.js';
-export { startFakeTws, fakeMailboxMessages, type FakeTws, type FakeTwsOptions, type FakeTwsStats } from './mailbox/fake-tws.js';
-export { runDemo, type DemoOptions, type DemoResult } from './mailbox/demo.js';
+// Operations: supervised worker processes, pause/resume/restart, monitor, doctor.
 export { QueueControls, ControlState, ALL_QUEUES, type QueueControlRow } from './controls/queue-controls.js';
 export { Monitor, queuesOverMax, type QueueHealth, type QueueOverview, type StatusReport } from './monitor/monitor.js';
 export type { QueueThroughput } from './stats/stats-rows.js';
@@ -49,3 +41,13 @@ export type { WorkerCommand, ProcessExit } from './supervisor/worker-process.js'
 export type { RestartPolicyOptions } from './supervisor/restart-policy.js';
 export { supervisedIdentity, followSupervisor, type SupervisedIdentity } from './supervisor/supervised-child.js';
 export { parseBytes, formatBytes } from './bytes.js';
+
+// The mailbox sync (the nightly TWS workload mailq ships with).
+export { MailboxSync, createMailboxSync, MailboxSyncError, describeFailureCode, shortFailureMessage, type MailboxSyncOptions, type TwsConnection, type SyncOutcome, type SyncAttemptOptions } from './mailbox/sync.js';
+export { mailboxSyncJob, mailboxSyncPayload, MAILBOX_SYNC_JOB, MAILBOX_SYNC_QUEUE, type MailboxSyncJobOptions, type MailboxSyncPayload } from './mailbox/job.js';
+export { dispatchMailboxSync, type QueueSyncOptions, type QueueSyncResult } from './mailbox/dispatch.js';
+export { syncMailboxesDirectly, groupFailures, type DirectSyncOptions, type DirectSyncResult, type DirectSyncFailure, type DirectSyncProgress } from './mailbox/direct.js';
+export { MailboxStore, type Taxpayer, type TaxpayerFilter, type NewTaxpayer, type SyncStatus, type FailureReason } from './mailbox/store.js';
+export { createTwsClient, TwsError, type TwsClient, type TwsClientOptions, type TwsErrorKind, type TwsMessage, type TwsMailboxPage } from './mailbox/tws.js';
+export { startFakeTws, fakeMailboxMessages, type FakeTws, type FakeTwsOptions, type FakeTwsStats } from './mailbox/fake-tws.js';
+export { runDemo, type DemoOptions, type DemoResult } from './mailbox/demo.js';

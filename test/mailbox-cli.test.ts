@@ -7,6 +7,7 @@ import { connect, type Knex } from '../src/db/connection.js';
 import { tableNames } from '../src/db/tables.js';
 import { fakeMailboxMessages, startFakeTws, type FakeTws } from '../src/mailbox/fake-tws.js';
 import { MailboxStore } from '../src/mailbox/store.js';
+import { WorkerRows } from '../src/worker/worker-rows.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { captureOutput, countRows, seedTaxpayers, taxIdOf } from './support/mailbox.js';
 
@@ -57,12 +58,30 @@ describe('mailq sync-mailbox --queue', () => {
     expect(out).toMatch(/│ Tries\s+│ 3\s+│/);
     expect(out).toMatch(/│ Timeout\s+│ 2m\s+│/);
     expect(out).toMatch(/│ Backoff\s+│ 1m, 2m, 5m\s+│/);
-    expect(out).toMatch(/│ Workers running\s+│ unknown/);
-    expect(out).toMatch(/│ Estimated time\s+│ unknown; at ~1s per taxpayer, assumed: 29s one at a time, 3s with 10 at once/);
+    expect(out).toMatch(/│ Workers running\s+│ 0 \(0 jobs at once\)/);
+    expect(out).toMatch(/│ Estimated time\s+│ no worker is running on 'mailbox-sync'; at ~1s per taxpayer, assumed: 29s one at a time, 3s with 10 at once/);
+    expect(out).toContain("No worker serves 'mailbox-sync': start some with mailq work --queue=mailbox-sync");
     const rows = await jobRows();
     expect(rows).toHaveLength(29);
     expect(rows.map((row) => row.payload)).toEqual(ids.slice(0, 29).map((taxpayerId) => ({ taxpayerId })));
     expect(rows[0]).toEqual({ queue: 'mailbox-sync', name: 'sync-taxpayer-mailbox', payload: { taxpayerId: ids[0] }, max_attempts: 3, backoff: [60_000, 120_000, 300_000], timeout_ms: 120_000 });
+  });
+
+  it('estimates from the live workers that serve the queue (their heartbeats in the workers table)', async () => {
+    const workers = new WorkerRows(knex, tables);
+    const worker = (id: string, queues: string[], concurrency: number) => ({ id, kind: 'worker' as const, host: 'h', pid: 1, queues, concurrency, heartbeatMs: 5_000 });
+    await workers.register(worker('sync-a', ['mailbox-sync'], 4), { state: 'running' });
+    await workers.register(worker('sync-b', ['other', 'mailbox-sync'], 6), { state: 'running' });
+    await workers.register(worker('elsewhere', ['other'], 8), { state: 'running' });
+    await workers.register(worker('dead', ['mailbox-sync'], 8), { state: 'running' });
+    await knex(tables.workers).where({ id: 'dead' }).update({ last_beat_at: knex.raw('NOW(3) - INTERVAL 1 MINUTE') });
+    try {
+      const { code, out } = await mailq('sync-mailbox', '--queue', '--team', '1');
+      expect(code).toBe(0);
+      expect(out).toMatch(/│ Workers running\s+│ 2 \(10 jobs at once\)/);
+    } finally {
+      await knex(tables.workers).delete();
+    }
   });
 
   it('narrows to teams and taxpayers, and takes the job settings as flags', async () => {
@@ -89,7 +108,7 @@ describe('mailq sync-mailbox --queue', () => {
     const asJson = await mailq('sync-mailbox', '--queue', '--team', '1', '--json');
     expect(asJson.code).toBe(0);
     const team1 = await countRows(knex, tables.taxpayers, { team_id: 1, active: true });
-    expect(JSON.parse(asJson.out)).toMatchObject({ taxpayers: team1, dispatched: team1, queue: 'mailbox-sync', tries: 3, timeoutMs: 120_000, backoff: [60_000, 120_000, 300_000], dryRun: false, workers: null });
+    expect(JSON.parse(asJson.out)).toMatchObject({ taxpayers: team1, dispatched: team1, queue: 'mailbox-sync', tries: 3, timeoutMs: 120_000, backoff: [60_000, 120_000, 300_000], dryRun: false, workers: { workers: 0, slots: 0 } });
   });
 
   it('refuses taxpayers that do not exist or are inactive, dispatching nothing (exit 1)', async () => {

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { moveJobToFailed } from '../failed/store.js';
 import { withSession } from '../db/session.js';
+import { isConnectionError } from '../db/errors.js';
 import { CLAIM_COLUMNS, toClaimedJob, type ClaimDefaults, type ClaimedJob } from './claimed-job.js';
 
 /**
@@ -44,15 +45,29 @@ export class JobRows {
       const ids = rows.map((row) => Number(row.id));
       const maxAttempts = defaultFor(defaults, 'maxAttempts');
       const timeoutMs = defaultFor(defaults, 'timeoutMs');
-      await query(
+      await this.reserve(ids, () => query(
         `UPDATE ${this.jobs} SET reserved_at = NOW(3), reserved_by = ?, attempts = attempts + 1,
            max_attempts = COALESCE(max_attempts, ${maxAttempts.sql}), timeout_ms = COALESCE(timeout_ms, ${timeoutMs.sql}),
            lease_until = NOW(3) + INTERVAL (LEAST(COALESCE(timeout_ms, ${timeoutMs.sql}) + ?, ?) * 1000) MICROSECOND
          WHERE id IN (${placeholders(ids)}); COMMIT`,
         [workerId, ...maxAttempts.bindings, ...timeoutMs.bindings, ...timeoutMs.bindings, defaults.leaseGraceMs, defaults.leaseMaxMs, ...ids],
-      );
+      ));
       return rows.map((row) => toClaimedJob(row, defaults));
     });
+  }
+
+  /**
+   * If the connection dies during `UPDATE …; COMMIT`, the server may have committed a reservation
+   * whose reply never arrived: those jobs would sit until their lease expires. Say which ids, so
+   * the worker can put back any that turn out to be reserved by it.
+   */
+  private async reserve(ids: number[], update: () => Promise<unknown>): Promise<void> {
+    try {
+      await update();
+    } catch (error) {
+      if (isConnectionError(error)) throw new ClaimReplyLostError(ids, error);
+      throw error;
+    }
   }
 
   private claimSelect(queue: string, limit: number): { sql: string; bindings: unknown[] } {
@@ -224,4 +239,15 @@ function placeholders(values: readonly unknown[]): string {
 
 function truncate(text: string, max = 60_000): string {
   return text.length > max ? `${text.slice(0, max)}…` : text;
+}
+
+/** The claim's reservation may or may not have committed: `jobIds` are the rows it tried to reserve. */
+export class ClaimReplyLostError extends Error {
+  constructor(
+    readonly jobIds: number[],
+    cause: unknown,
+  ) {
+    super(`lost the reply to a claim of ${jobIds.length} job(s): ${(cause as Error)?.message ?? cause}`, { cause });
+    this.name = 'ClaimReplyLostError';
+  }
 }

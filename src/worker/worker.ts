@@ -13,7 +13,7 @@ import { describeError, startAttempt, type AttemptOutcome, type RunningAttempt }
 import { jobDefaultsOf, type ClaimedJob, type JobDefaults } from './claimed-job.js';
 import { CompletionBuffer } from './completions.js';
 import { Heartbeat } from './heartbeat.js';
-import { JobRows } from './job-rows.js';
+import { ClaimReplyLostError, JobRows } from './job-rows.js';
 import { sleep } from '../sleep.js';
 
 export interface WorkerOptions {
@@ -311,7 +311,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     const claimed =
       (await this.databaseCall(() =>
-        withDatabaseRetry(() =>
+        this.recoverLostClaim(() =>
           this.rows.claim(queues, limit, this.id, {
             maxAttempts: this.options.maxAttempts,
             timeoutMs: this.options.timeoutMs,
@@ -323,6 +323,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
       )) ?? [];
     this.lastClaimWasEmpty = claimed.length === 0;
     return claimed;
+  }
+
+  /** Deadlocks are retried; a claim whose reply was lost is undone once the database answers again. */
+  private async recoverLostClaim<T>(claim: () => Promise<T>): Promise<T> {
+    try {
+      return await withDatabaseRetry(claim);
+    } catch (error) {
+      if (error instanceof ClaimReplyLostError) {
+        void this.persist('undo lost claim', () => this.rows.defer(error.jobIds, this.id, 0, 'put back: the claim reply was lost'));
+      }
+      throw error;
+    }
   }
 
   /** The worker's queues minus those paused at the last heartbeat: the claim never joins the controls. */

@@ -13,8 +13,8 @@ export const failedCommand = defineCommand({
   async run(context, argv) {
     const mq = await context.mailq();
     const jobs = await mq.failed.list({ queue: argv.queue, limit: argv.limit });
-    if (argv.json) return context.output.out(json(jobs));
-    if (jobs.length === 0) return context.output.out('No failed jobs.');
+    if (argv.json) return void context.output.out(json(jobs));
+    if (jobs.length === 0) return void context.output.out('No failed jobs.');
     const total = await mq.failed.count(argv.queue);
     context.output.out(
       table(
@@ -32,7 +32,7 @@ export const failedShowCommand = defineCommand({
   builder: (yargs) => yargs.positional('id', { type: 'number', demandOption: true }).option('json', { type: 'boolean', default: false }),
   async run(context, argv) {
     const job = await (await context.mailq()).failed.show(requireId(argv.id));
-    if (argv.json) return context.output.out(json(job));
+    if (argv.json) return void context.output.out(json(job));
     context.output.out(
       [
         `id:        ${job.id}`,

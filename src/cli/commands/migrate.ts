@@ -15,13 +15,13 @@ export const migrateCommand = defineCommand({
     const { out } = context.output;
     if (argv.status) {
       const status = await mq.migrationStatus();
-      if (argv.json) return out(JSON.stringify(status));
+      if (argv.json) return void out(JSON.stringify(status));
       const rows = [...status.applied.map((name) => [name, 'applied']), ...status.pending.map((name) => [name, 'pending'])];
-      return out(table(['migration', 'state'], rows));
+      return void out(table(['migration', 'state'], rows));
     }
     if (argv.rollback) {
       const undone = await mq.rollback({ all: argv.all });
-      return out(undone.length ? `Rolled back: ${undone.join(', ')}` : 'Nothing to roll back.');
+      return void out(undone.length ? `Rolled back: ${undone.join(', ')}` : 'Nothing to roll back.');
     }
     const applied = await mq.migrate();
     out(applied.length ? `Migrated: ${applied.join(', ')}` : 'Nothing to migrate: the schema is up to date.');

@@ -2,6 +2,8 @@ import type { Logger } from 'pino';
 import type { ZodType } from 'zod';
 import type { BackoffOption } from './backoff.js';
 import type { Duration } from './duration.js';
+import { resolveRateLimit, type RateLimitOption } from './ratelimit/rate-limit.js';
+import type { JobRateLimit } from './ratelimit/claim-gate.js';
 
 /** What a handler knows about the attempt it is running. */
 export interface JobContext {
@@ -20,6 +22,8 @@ export interface JobContext {
   logger: Logger;
   /** Put the job back for `delay` without counting this attempt (e.g. an upstream 429). */
   defer(delay: Duration, reason?: string): never;
+  /** Set for job types with a `rateLimit`: pause the key for everyone (a 429), or take more tokens. */
+  rateLimit?: JobRateLimit;
 }
 
 /**
@@ -36,6 +40,16 @@ export interface JobDefinition<Payload = unknown, Input = Payload> {
   readonly timeout?: Duration;
   readonly queue?: string;
   readonly priority?: number;
+  /**
+   * At most `limit` starts per `per` for every job sharing `key`, across all workers and hosts.
+   * Workers take tokens before they claim, so waiting never spends an attempt.
+   */
+  readonly rateLimit?: RateLimitOption;
+  /**
+   * A key per payload: while a job of this type with the same key is pending or running, dispatching
+   * another is skipped (reported, not an error). The key frees when the job completes or fails.
+   */
+  unique?(payload: Payload): string;
   handle(payload: Payload, context: JobContext): Promise<unknown> | unknown;
 }
 
@@ -51,6 +65,8 @@ export type JobOptions<Payload, Input = Payload> = Omit<JobDefinition<Payload, I
  *   tries: 3,
  *   backoff: [60, 120, 300],
  *   timeout: '30s',
+ *   rateLimit: { key: 'mailer', limit: 100, per: '1m' },
+ *   unique: ({ userId }) => String(userId),
  *   async handle({ userId }, { signal }) { await mailer.send(userId, { signal }); },
  * });
  */
@@ -60,6 +76,8 @@ export function defineJob<Payload, Input = Payload>(options: JobOptions<Payload,
   if (options.tries !== undefined && (!Number.isInteger(options.tries) || options.tries < 1)) {
     throw new TypeError(`defineJob(${options.name}): tries must be an integer ≥ 1`);
   }
+  if (options.rateLimit !== undefined) resolveRateLimit(options.rateLimit, `defineJob(${options.name}).rateLimit`);
+  if (options.unique !== undefined && typeof options.unique !== 'function') throw new TypeError(`defineJob(${options.name}): unique must be a function of the payload`);
   return Object.freeze({ ...options, kind: 'mailq.job' as const });
 }
 

@@ -14,6 +14,11 @@ export interface TableNames {
   queueControls: string;
   /** Per-queue, per-minute counts of finished jobs, added by workers at heartbeat time. */
   queueStats: string;
+  /** One row per token slot of each rate-limit key (src/ratelimit). */
+  rateLimits: string;
+  jobBatches: string;
+  /** One row per schedule entry and slot: the row that makes a slot fire once across hosts. */
+  scheduleRuns: string;
 }
 
 /** Tables an app may already own under names of its own; these names are used as given (no prefix). */
@@ -30,5 +35,8 @@ export function tableNames(prefix = '', overrides: TableOverrides = {}): TableNa
     workers: `${prefix}workers`,
     queueControls: `${prefix}queue_controls`,
     queueStats: `${prefix}queue_stats`,
+    rateLimits: `${prefix}rate_limits`,
+    jobBatches: `${prefix}job_batches`,
+    scheduleRuns: `${prefix}schedule_runs`,
   };
 }

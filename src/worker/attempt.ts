@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { parseDuration, type Duration } from '../duration.js';
 import { DeferJobError, JobTimeoutError, PermanentError } from '../errors.js';
-import type { JobContext, JobRegistry } from '../job.js';
+import type { JobContext, JobDefinition, JobRegistry } from '../job.js';
 import { parseJsonColumn } from '../db/json.js';
 import type { ClaimedJob } from './claimed-job.js';
 
@@ -31,7 +31,10 @@ class WorkerStopping extends Error {
  * Runs one claimed job: finds its definition, validates the payload, and races the handler
  * against its timeout and the worker's stop. The first of those decides the outcome.
  */
-export function startAttempt(job: ClaimedJob, registry: JobRegistry, logger: Logger): RunningAttempt {
+/** Extra context a worker adds for a job type (e.g. `rateLimit`). */
+export type ContextExtension = (definition: JobDefinition, signal: AbortSignal) => Partial<JobContext>;
+
+export function startAttempt(job: ClaimedJob, registry: JobRegistry, logger: Logger, extend?: ContextExtension): RunningAttempt {
   const controller = new AbortController();
   let handlerSettled: Promise<void> = Promise.resolve();
   const interrupt = () => controller.abort(new WorkerStopping());
@@ -59,7 +62,7 @@ export function startAttempt(job: ClaimedJob, registry: JobRegistry, logger: Log
 
     // A timeout of 0 means "no timeout", as in Laravel.
     const timer = job.timeoutMs > 0 ? setTimeout(() => controller.abort(new JobTimeoutError(job.timeoutMs)), job.timeoutMs) : undefined;
-    const context = jobContext(job, controller.signal, logger);
+    const context = { ...jobContext(job, controller.signal, logger), ...extend?.(definition, controller.signal) };
     const handler = Promise.resolve().then(() => definition.handle(payload, context));
     handlerSettled = handler.then(
       () => undefined,

@@ -15,6 +15,8 @@ import { CompletionBuffer } from './completions.js';
 import { Heartbeat } from './heartbeat.js';
 import { ClaimReplyLostError, JobRows } from './job-rows.js';
 import { sleep } from '../sleep.js';
+import { ClaimGate } from '../ratelimit/claim-gate.js';
+import { RateLimiter } from '../ratelimit/limiter.js';
 
 export interface WorkerOptions {
   /** Queues in priority order: the first drains before the next is read. Default `['default']`. */
@@ -143,6 +145,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly stats: WorkerStats = { completed: 0, failed: 0, retried: 0, deferred: 0, running: 0 };
   private readonly options: ResolvedOptions;
   private readonly rows: JobRows;
+  private readonly gate: ClaimGate;
   private readonly running = new Map<number, RunningAttempt>();
   private readonly completions: CompletionBuffer;
   private readonly stopController = new AbortController();
@@ -174,6 +177,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       (error, ids) => this.logger.error({ err: error, jobIds: ids }, 'could not delete completed jobs; they will run again when their leases expire'),
     );
     this.logger = logger.child({ worker: this.id });
+    this.gate = new ClaimGate(new RateLimiter(knex, tables), registry, this.options.queues, this.logger);
     this.heartbeat = this.options.heartbeatMs > 0 ? this.createHeartbeat(knex, tables, options.supervisorId) : undefined;
   }
 
@@ -282,7 +286,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const due = queues.length > 0 && (await this.databaseCall(() => this.rows.anyDue(queues)));
       if (due === false) return this.requestStop('empty');
     }
-    await sleep(this.options.sleepMs, this.stopController.signal);
+    // Every queue waits for a rate-limit token: sleep until the first one is due, not poll.
+    const claimable = this.claimableQueues();
+    const untilToken = claimable.length > 0 && this.gate.openQueues(claimable).length === 0 ? this.gate.msUntilOpen(claimable) : undefined;
+    await sleep(Math.max(this.options.sleepMs, untilToken ?? 0), this.stopController.signal);
   }
 
   private waitForSlot(): Promise<void> {
@@ -300,28 +307,39 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * may have skipped rows another worker was locking.
    */
   private async claimSafely(limit: number): Promise<ClaimedJob[]> {
-    const queues = this.claimableQueues();
+    const claimable = this.claimableQueues();
+    // Paused queues are left out by the heartbeat; queues waiting for a rate-limit token, by the gate.
+    const queues = this.gate.openQueues(claimable);
     if (queues.length === 0) {
-      this.lastClaimWasEmpty = true;
+      if (claimable.length === 0) this.lastClaimWasEmpty = true;
       return [];
     }
     if (this.lastClaimWasEmpty) {
       const due = await this.databaseCall(() => this.rows.anyDue(queues));
       if (!due) return [];
     }
-    const claimed =
-      (await this.databaseCall(() =>
+    const result = await this.databaseCall(() =>
+      this.gate.claim(queues, limit, (open, caps) =>
         this.recoverLostClaim(() =>
-          this.rows.claim(queues, limit, this.id, {
-            maxAttempts: this.options.maxAttempts,
-            timeoutMs: this.options.timeoutMs,
-            byName: this.jobDefaults,
-            leaseGraceMs: this.options.leaseGraceMs,
-            leaseMaxMs: this.options.leaseMaxMs,
-          }),
+          this.rows.claim(
+            open,
+            limit,
+            this.id,
+            {
+              maxAttempts: this.options.maxAttempts,
+              timeoutMs: this.options.timeoutMs,
+              byName: this.jobDefaults,
+              leaseGraceMs: this.options.leaseGraceMs,
+              leaseMaxMs: this.options.leaseMaxMs,
+            },
+            caps,
+          ),
         ),
-      )) ?? [];
-    this.lastClaimWasEmpty = claimed.length === 0;
+      ),
+    );
+    const claimed = result?.run ?? [];
+    for (const wait of result?.waiting ?? []) await this.putBackForToken(wait.jobs, wait.delayMs, wait.key);
+    this.lastClaimWasEmpty = claimed.length === 0 && !result?.waiting.length;
     return claimed;
   }
 
@@ -342,6 +360,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.heartbeat ? this.heartbeat.claimable(this.options.queues) : this.options.queues;
   }
 
+
+  /** A rate-limited job claimed without a token goes back as a deferral: its attempt is not spent. */
+  private async putBackForToken(jobs: ClaimedJob[], delayMs: number, key: string): Promise<void> {
+    const reason = `rate limit '${key}': waiting for a token`;
+    await this.persist('defer', () => this.rows.defer(jobs.map((job) => job.id), this.id, delayMs, reason));
+    for (const job of jobs) {
+      this.stats.deferred++;
+      this.emit('job:deferred', job, delayMs, reason);
+    }
+  }
+
   /** A database call from the loop: connection failures are logged and waited out, not thrown. */
   private async databaseCall<T>(call: () => Promise<T>): Promise<T | undefined> {
     try {
@@ -358,7 +387,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private start(job: ClaimedJob): void {
     this.claimedCount++;
-    const attempt = startAttempt(job, this.registry, this.logger);
+    const attempt = startAttempt(job, this.registry, this.logger, (definition, signal) => ({ rateLimit: this.gate.contextFor(definition, signal) }));
     this.running.set(job.id, attempt);
     this.stats.running = this.running.size;
     this.emit('job:started', job);

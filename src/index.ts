@@ -15,6 +15,13 @@
 export { createMailq, Mailq, type MailqOptions } from './mailq.js';
 export { defineJob, isJobDefinition, jobsFromModule, JobRegistry, type JobDefinition, type JobContext, type JobOptions } from './job.js';
 export type { DispatchOptions } from './queue/rows.js';
+export type { UniqueOption } from './queue/unique.js';
+export { RateLimiter, type Acquired } from './ratelimit/limiter.js';
+export { resolveRateLimit, type RateLimitOption, type ResolvedRateLimit } from './ratelimit/rate-limit.js';
+export type { JobRateLimit } from './ratelimit/claim-gate.js';
+export { BatchStore, type ListBatchesOptions, type CancelledBatch } from './batch/store.js';
+export type { Batch, BatchState, BatchOptions, BatchCallback, BatchJob, BatchSummary, CreatedBatch } from './batch/batch.js';
+export { captureBatches } from './batch/capture.js';
 export type { DispatchOneOptions, DispatchManyOptions, DispatchedJob, DispatchManyResult } from './queue/dispatcher.js';
 export { Worker, newWorkerId, type WorkerOptions, type WorkerStats, type WorkerStopReason, type WorkerEvents } from './worker/worker.js';
 export type { ClaimedJob } from './worker/claimed-job.js';

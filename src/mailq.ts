@@ -13,6 +13,9 @@ import { QueueControls } from './controls/queue-controls.js';
 import { Monitor } from './monitor/monitor.js';
 import { runDoctor, type DoctorOptions, type DoctorReport } from './doctor/doctor.js';
 import { Supervisor, type SupervisorOptions } from './supervisor/supervisor.js';
+import { RateLimiter } from './ratelimit/limiter.js';
+import { BatchStore } from './batch/store.js';
+import type { BatchJob, BatchOptions, CreatedBatch } from './batch/batch.js';
 
 export interface MailqOptions {
   /** `mysql://user:password@host:3306/database`; or pass your own `knex`. */
@@ -65,6 +68,10 @@ export class Mailq {
    * const { workers } = await mq.monitor.status();
    */
   readonly monitor: Monitor;
+  /** Batches: find, list, cancel (create them with `batch()`). */
+  readonly batches: BatchStore;
+  /** The shared rate limits: take tokens or pause a key from outside a job. */
+  readonly rateLimits: RateLimiter;
   private readonly dispatcher: Dispatcher;
   private readonly ownsKnex: boolean;
   private readonly workers = new Set<Worker>();
@@ -80,6 +87,8 @@ export class Mailq {
     this.controls = new QueueControls(this.knex, this.tables);
     this.monitor = new Monitor(this.knex, this.tables);
     this.dispatcher = new Dispatcher(this.knex, this.tables, (job) => this.resolveJob(job));
+    this.batches = new BatchStore(this.knex, this.tables, this.dispatcher, (job) => this.resolveJob(job));
+    this.rateLimits = new RateLimiter(this.knex, this.tables);
   }
 
   /** Creates or upgrades mailq's tables; returns the migrations it applied. */
@@ -103,6 +112,27 @@ export class Mailq {
   /** Validates every payload, then bulk-inserts them in chunks of multi-row INSERTs, in one transaction. */
   dispatchMany<P, I = P>(job: JobDefinition<P, I> | string, payloads: readonly I[], options?: DispatchManyOptions): Promise<DispatchManyResult> {
     return this.dispatcher.dispatchMany(job, payloads, options);
+  }
+
+  /**
+   * Dispatches jobs as one batch, followed as a whole: progress, failures, and callback jobs that run
+   * exactly once when it finishes. Pass one job type and its payloads, or a list of `{ job, payload }`.
+   *
+   * @example
+   * const batch = await mq.batch(syncMailbox, taxpayers.map((t) => ({ taxpayerId: t.id })), {
+   *   name: 'nightly sync',
+   *   then: { job: 'notify', payload: { text: 'all mailboxes synced' } },
+   *   catch: { job: 'notify', payload: { text: 'some mailboxes failed' } },
+   *   finally: { job: 'sync-report' },
+   * });
+   * console.log(batch.id, (await mq.batches.find(batch.id)).progress);
+   */
+  batch<P>(job: JobDefinition<P> | string, payloads: readonly P[], options?: BatchOptions): Promise<CreatedBatch>;
+  batch(jobs: readonly BatchJob[], options?: BatchOptions): Promise<CreatedBatch>;
+  batch(first: JobDefinition | string | readonly BatchJob[], second?: readonly unknown[] | BatchOptions, third?: BatchOptions): Promise<CreatedBatch> {
+    if (Array.isArray(first)) return this.batches.create(first as readonly BatchJob[], second as BatchOptions | undefined);
+    const job = first as JobDefinition | string;
+    return this.batches.create((second as readonly unknown[]).map((payload) => ({ job, payload })), third);
   }
 
   /** A worker over this queue's jobs (plus any given here); call `run()` to start it. */

@@ -3,6 +3,7 @@ import type { TableNames } from '../db/tables.js';
 import { parseJsonColumn } from '../db/json.js';
 import { withDatabaseRetry } from '../db/retry.js';
 import { MailqError } from '../errors.js';
+import { recordBatchFailure, reopenFailedBatchJobs } from '../batch/counters.js';
 
 export interface FailedJob {
   id: number;
@@ -117,6 +118,7 @@ export class FailedJobs {
       this.knex.transaction(async (trx) => {
         const locked = (await trx(this.tables.failedJobs).select('id').whereIn('id', ids).forUpdate()).map((row: { id: number | string }) => Number(row.id));
         if (locked.length === 0) return [];
+        await reopenFailedBatchJobs(trx, this.tables, locked);
         const columns = CARRIED_COLUMNS.map((column) => `\`${column}\``).join(', ');
         await trx.raw(
           `INSERT INTO \`${this.tables.jobs}\` (${columns}, attempts, deferrals, available_at)
@@ -143,6 +145,7 @@ export async function moveJobToFailed(trx: Knex.Transaction, tables: TableNames,
     [exception, jobId, reservedBy],
   )) as [{ affectedRows: number }];
   if (result.affectedRows === 0) return false;
+  await recordBatchFailure(trx, tables, jobId);
   await trx(tables.jobs).where({ id: jobId }).delete();
   return true;
 }

@@ -2,8 +2,9 @@ import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { withDatabaseRetry } from '../db/retry.js';
 import type { JobDefinition } from '../job.js';
-import { chunkRows, insertJobRows } from './insert.js';
+import { chunkRows, insertJobRows, insertJobRowsUnique } from './insert.js';
 import { newJobRow, rowTemplate, validatePayload, type DispatchOptions, type NewJobRow } from './rows.js';
+import { uniqueKeyFor } from './unique.js';
 
 export interface DispatchOneOptions extends DispatchOptions {
   /** Enqueue inside the caller's transaction: the job exists only if the caller commits. */
@@ -21,10 +22,17 @@ export interface DispatchedJob {
   id: number;
   uuid: string;
   queue: string;
+  /**
+   * True when a job with the same unique key was pending or running: nothing was inserted, and
+   * `id`/`uuid` are that job's.
+   */
+  skipped: boolean;
 }
 
 export interface DispatchManyResult {
   dispatched: number;
+  /** Payloads not inserted because their unique key was taken (by a pending/running job or an earlier payload). */
+  skipped: number;
   queue: string;
 }
 
@@ -38,10 +46,16 @@ export class Dispatcher {
   async dispatch<P, I = P>(job: JobDefinition<P, I> | string, payload: I, options: DispatchOneOptions = {}): Promise<DispatchedJob> {
     const definition = this.resolveJob(job as JobDefinition | string);
     const template = rowTemplate(definition, options);
-    const row = newJobRow(template, validatePayload(definition, payload));
+    const valid = validatePayload(definition, payload);
+    const row = newJobRow(template, valid, uniqueKeyFor(definition, valid, options.unique));
+    if (row.unique_key !== null) {
+      const outcome = await this.write(options.transaction, (trx) => insertJobRowsUnique(trx, this.tables.jobs, [row], template.delayMs));
+      const holder = outcome.holders.get(row.unique_key);
+      return { id: holder?.id ?? 0, uuid: holder?.uuid ?? row.uuid, queue: row.queue, skipped: outcome.skipped > 0 };
+    }
     const insert = (db: Knex | Knex.Transaction) => insertJobRows(db, this.tables.jobs, [row], template.delayMs);
     const [result] = (await (options.transaction ? insert(options.transaction) : withDatabaseRetry(() => insert(this.knex)))) as [{ insertId: number }];
-    return { id: Number(result.insertId), uuid: row.uuid, queue: row.queue };
+    return { id: Number(result.insertId), uuid: row.uuid, queue: row.queue, skipped: false };
   }
 
   /**
@@ -51,21 +65,33 @@ export class Dispatcher {
   async dispatchMany<P, I = P>(job: JobDefinition<P, I> | string, payloads: readonly I[], options: DispatchManyOptions = {}): Promise<DispatchManyResult> {
     const definition = this.resolveJob(job as JobDefinition | string);
     const template = rowTemplate(definition, options);
-    const rows: NewJobRow[] = payloads.map((payload, index) => newJobRow(template, validatePayload(definition, payload, index)));
-    const chunkSize = options.chunkSize ?? 1000;
-    await this.write(options.transaction, async (db) => {
-      let written = 0;
-      for (const chunk of chunkRows(rows, chunkSize)) {
-        await insertJobRows(db, this.tables.jobs, chunk, template.delayMs);
-        written += chunk.length;
-        options.onProgress?.(written, rows.length);
-      }
+    const rows: NewJobRow[] = payloads.map((payload, index) => {
+      const valid = validatePayload(definition, payload, index);
+      return newJobRow(template, valid, uniqueKeyFor(definition, valid, options.unique));
     });
-    return { dispatched: rows.length, queue: template.queue };
+    const { inserted, skipped } = await this.write(options.transaction, (trx) => this.insertRows(trx, rows, template.delayMs, options));
+    return { dispatched: inserted, skipped, queue: template.queue };
+  }
+
+  /**
+   * Writes rows in chunks of multi-row INSERTs inside `trx`; rows with a unique key whose key is
+   * taken are skipped. Batches use it to add their jobs in the same transaction as the batch row.
+   */
+  async insertRows(trx: Knex.Transaction, rows: NewJobRow[], delayMs: number, options: Pick<DispatchManyOptions, 'chunkSize' | 'onProgress'> = {}): Promise<{ inserted: number; skipped: number }> {
+    const unique = rows.some((row) => row.unique_key !== null);
+    let written = 0;
+    let skipped = 0;
+    for (const chunk of chunkRows(rows, options.chunkSize ?? 1000)) {
+      if (unique) skipped += (await insertJobRowsUnique(trx, this.tables.jobs, chunk, delayMs)).skipped;
+      else await insertJobRows(trx, this.tables.jobs, chunk, delayMs);
+      written += chunk.length;
+      options.onProgress?.(written, rows.length);
+    }
+    return { inserted: rows.length - skipped, skipped };
   }
 
   /** In the caller's transaction as is; otherwise in our own, retried whole on a deadlock. */
-  private write<T>(transaction: Knex.Transaction | undefined, work: (db: Knex | Knex.Transaction) => Promise<T>): Promise<T> {
+  private write<T>(transaction: Knex.Transaction | undefined, work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
     if (transaction) return work(transaction);
     return withDatabaseRetry(() => this.knex.transaction((trx) => work(trx)));
   }

@@ -6,14 +6,22 @@ import { NEW_JOB_COLUMNS, type NewJobRow } from './rows.js';
  * builder's per-value compilation costs more than the round trip it saves.
  * `available_at` comes from the database clock, shifted by the dispatch delay.
  */
-export function insertJobRows(db: Knex | Knex.Transaction, jobsTable: string, rows: NewJobRow[], delayMs: number): Promise<unknown> {
+export function insertJobRows(db: Knex | Knex.Transaction, jobsTable: string, rows: NewJobRow[], delayMs: number, options: { skipDuplicates?: boolean } = {}): Promise<unknown> {
+  const { sql, bindings } = insertJobRowsSql(jobsTable, rows, delayMs, options);
+  return db.raw(sql, bindings);
+}
+
+/** The multi-row INSERT as text and bindings, for callers that send it on their own connection. */
+export function insertJobRowsSql(jobsTable: string, rows: NewJobRow[], delayMs: number, options: { skipDuplicates?: boolean } = {}): { sql: string; bindings: Array<string | number | null> } {
   const columns = [...NEW_JOB_COLUMNS, 'available_at'].map((column) => `\`${column}\``).join(', ');
   const availableAt = delayMs > 0 ? `NOW(3) + INTERVAL ${Math.round(delayMs) * 1000} MICROSECOND` : 'NOW(3)';
   const placeholders = `(${NEW_JOB_COLUMNS.map(() => '?').join(', ')}, ${availableAt})`;
   const bindings: Array<string | number | null> = [];
   for (const row of rows) for (const column of NEW_JOB_COLUMNS) bindings.push(row[column]);
   const values = new Array(rows.length).fill(placeholders).join(', ');
-  return db.raw(`INSERT INTO \`${jobsTable}\` (${columns}) VALUES ${values}`, bindings);
+  // `id = id` changes nothing: a row whose unique_key is taken is skipped, and every other error still raises.
+  const onDuplicate = options.skipDuplicates ? ' ON DUPLICATE KEY UPDATE id = id' : '';
+  return { sql: `INSERT INTO \`${jobsTable}\` (${columns}) VALUES ${values}${onDuplicate}`, bindings };
 }
 
 /** Splits rows so each INSERT stays far below max_allowed_packet (16 MiB on MariaDB, 64 MiB on MySQL 8). */
@@ -31,4 +39,32 @@ export function* chunkRows(rows: NewJobRow[], maxRows: number, maxBytes = 4 * 10
     bytes += size;
   }
   if (chunk.length > 0) yield chunk;
+}
+
+export interface UniqueInsertOutcome {
+  inserted: number;
+  skipped: number;
+  /** unique_key → the job holding it now: one of ours, or the pending/running job that made ours a duplicate. */
+  holders: Map<string, { id: number; uuid: string }>;
+}
+
+/**
+ * Inserts rows some of which carry a unique key, skipping those whose key a pending or running job
+ * holds. The unique index decides, not a read-then-write. Must run inside a transaction: our rows
+ * stay invisible to workers until commit, and the holders' rows stay locked while we look at them.
+ */
+export async function insertJobRowsUnique(trx: Knex.Transaction, jobsTable: string, rows: NewJobRow[], delayMs: number): Promise<UniqueInsertOutcome> {
+  await insertJobRows(trx, jobsTable, rows, delayMs, { skipDuplicates: true });
+  const keyed = rows.filter((row) => row.unique_key !== null);
+  const holders = new Map<string, { id: number; uuid: string }>();
+  if (keyed.length > 0) {
+    const keys = [...new Set(keyed.map((row) => row.unique_key!))];
+    // A locking read: the current rows, whatever snapshot the caller's transaction holds.
+    const [found] = (await trx.raw(`SELECT id, uuid, unique_key FROM \`${jobsTable}\` WHERE unique_key IN (${keys.map(() => '?').join(', ')}) FOR UPDATE`, keys)) as [
+      Array<{ id: number | string; uuid: string; unique_key: string }>,
+    ];
+    for (const row of found) holders.set(row.unique_key, { id: Number(row.id), uuid: row.uuid });
+  }
+  const skipped = keyed.filter((row) => holders.get(row.unique_key!)?.uuid !== row.uuid).length;
+  return { inserted: rows.length - skipped, skipped, holders };
 }

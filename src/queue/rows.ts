@@ -3,6 +3,7 @@ import { toBackoffPlan } from '../backoff.js';
 import { parseDuration, type Duration } from '../duration.js';
 import { InvalidJobError } from '../errors.js';
 import type { JobDefinition } from '../job.js';
+import type { UniqueOption } from './unique.js';
 
 export interface DispatchOptions {
   /** Defaults to the job's own queue, else `default`. */
@@ -16,6 +17,11 @@ export interface DispatchOptions {
   backoff?: JobDefinition['backoff'];
   timeout?: Duration;
   batchId?: string;
+  /**
+   * A unique key for this dispatch (overrides the job's `unique`): a key, a function of the
+   * payload (for dispatchMany), or `false` for none. A taken key skips the job instead of inserting it.
+   */
+  unique?: UniqueOption;
 }
 
 /** One row as the INSERT writes it, minus what the database fills in (id, available_at, created_at). */

@@ -2,19 +2,19 @@
  * Groups finished job ids into one statement per flush: while one DELETE is in flight the next
  * completions gather, so under load many jobs share a round trip and at idle none waits.
  */
-export class CompletionBuffer {
-  #pending: number[] = [];
+export class CompletionBuffer<T = number> {
+  #pending: T[] = [];
   #inFlight: Promise<void> | undefined;
 
   /** `write` retries on its own; if it still fails, `onError` hears of it and the jobs' leases bring them back. */
   constructor(
-    private readonly write: (ids: number[]) => Promise<void>,
-    private readonly onError: (error: unknown, ids: number[]) => void,
+    private readonly write: (items: T[]) => Promise<void>,
+    private readonly onError: (error: unknown, items: T[]) => void,
     private readonly maxBatch = 500,
   ) {}
 
-  add(id: number): void {
-    this.#pending.push(id);
+  add(item: T): void {
+    this.#pending.push(item);
     this.#inFlight ??= this.#drain().finally(() => {
       this.#inFlight = undefined;
     });

@@ -4,6 +4,7 @@ import { moveJobToFailed } from '../failed/store.js';
 import { withSession } from '../db/session.js';
 import { isConnectionError } from '../db/errors.js';
 import { CLAIM_COLUMNS, toClaimedJob, type ClaimDefaults, type ClaimedJob } from './claimed-job.js';
+import { completeJobsCountingBatches } from '../batch/counters.js';
 
 /**
  * Every statement a worker sends about the rows it claims, in one place:
@@ -113,9 +114,15 @@ export class JobRows {
     );
   }
 
-  /** Success: grouped into one DELETE by primary key. */
-  async complete(ids: number[]): Promise<void> {
+  /**
+   * Success: grouped into one DELETE by primary key. Jobs of batches (pass their batch ids) also
+   * count down their batch, once per batch per flush, in the same transaction (src/batch/counters.ts).
+   */
+  async complete(ids: number[], batchIds?: ReadonlyArray<string | null>): Promise<void> {
     if (ids.length === 0) return;
+    if (batchIds?.some((batchId) => batchId !== null)) {
+      return completeJobsCountingBatches(this.knex, this.tables, ids.map((id, index) => ({ id, batchId: batchIds[index] ?? null })));
+    }
     await this.knex.raw(`DELETE FROM ${this.jobs} WHERE id IN (${placeholders(ids)})`, ids);
   }
 

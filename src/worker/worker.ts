@@ -147,7 +147,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly rows: JobRows;
   private readonly gate: ClaimGate;
   private readonly running = new Map<number, RunningAttempt>();
-  private readonly completions: CompletionBuffer;
+  private readonly completions: CompletionBuffer<ClaimedJob>;
   private readonly stopController = new AbortController();
   private stopReason: WorkerStopReason | undefined;
   private slotFreed: (() => void) | undefined;
@@ -172,9 +172,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.id = options.workerId ?? newWorkerId();
     this.rows = new JobRows(knex, tables);
     this.jobDefaults = jobDefaultsOf(registry.names().map((name) => registry.get(name)!));
-    this.completions = new CompletionBuffer(
-      (ids) => this.persist('complete', () => this.rows.complete(ids)),
-      (error, ids) => this.logger.error({ err: error, jobIds: ids }, 'could not delete completed jobs; they will run again when their leases expire'),
+    this.completions = new CompletionBuffer<ClaimedJob>(
+      (jobs) => this.persist('complete', () => this.rows.complete(jobs.map((job) => job.id), jobs.map((job) => job.batchId))),
+      (error, jobs) => this.logger.error({ err: error, jobIds: jobs.map((job) => job.id) }, 'could not delete completed jobs; they will run again when their leases expire'),
     );
     this.logger = logger.child({ worker: this.id });
     this.gate = new ClaimGate(new RateLimiter(knex, tables), registry, this.options.queues, this.logger);
@@ -406,7 +406,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const { job } = attempt;
     switch (outcome.kind) {
       case 'completed':
-        this.completions.add(job.id);
+        this.completions.add(job);
         this.stats.completed++;
         this.logger.debug({ jobId: job.id, job: job.name, ms: elapsedMs }, 'job completed');
         this.emit('job:completed', job, elapsedMs);

@@ -1,0 +1,116 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createLogger, createMailq, defineJob, type Mailq } from '../src/index.js';
+import { createTestDatabase, type TestDatabase } from './support/database.js';
+
+const syncMailbox = defineJob({
+  name: 'sync-one',
+  queue: 'unique-test',
+  schema: z.object({ taxpayerId: z.string(), reason: z.string().optional() }),
+  unique: ({ taxpayerId }) => taxpayerId,
+  handle() {},
+});
+
+let db: TestDatabase;
+let mq: Mailq;
+
+beforeAll(async () => {
+  db = await createTestDatabase('unique');
+  mq = createMailq({ databaseUrl: db.url, jobs: [syncMailbox], poolMax: 30, logger: createLogger({ level: 'silent' }) });
+  await mq.migrate();
+});
+
+afterAll(async () => {
+  await mq?.close();
+  await db?.drop();
+});
+
+async function jobRows(): Promise<Array<{ id: number; unique_key: string | null; payload: unknown }>> {
+  return mq.knex(mq.tables.jobs).select('id', 'unique_key', 'payload').orderBy('id');
+}
+
+describe('unique jobs', () => {
+  it('skips a second dispatch while the first is pending, and reports the job that holds the key', async () => {
+    await mq.knex(mq.tables.jobs).delete();
+    const first = await mq.dispatch(syncMailbox, { taxpayerId: 'T1' });
+    const second = await mq.dispatch(syncMailbox, { taxpayerId: 'T1', reason: 'manual' });
+    expect(first.skipped).toBe(false);
+    expect(second).toMatchObject({ skipped: true, id: first.id, uuid: first.uuid });
+    const rows = await jobRows();
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.unique_key).toBe('sync-one:T1');
+  });
+
+  it('leaves exactly one job when many connections dispatch the same key at once', async () => {
+    await mq.knex(mq.tables.jobs).delete();
+    // 25 separate pool connections race on one key, 10 rounds, plus bulk dispatches that overlap.
+    const results = await Promise.all(Array.from({ length: 25 }, () => mq.dispatch(syncMailbox, { taxpayerId: 'RACE' })));
+    const bulk = await Promise.all(
+      Array.from({ length: 8 }, (_, n) => mq.dispatchMany(syncMailbox, Array.from({ length: 50 }, (_, i) => ({ taxpayerId: `B${(i + n * 10) % 80}` })))),
+    );
+    expect(results.filter((result) => !result.skipped)).toHaveLength(1);
+    const winner = results.find((result) => !result.skipped)!;
+    expect(results.every((result) => result.id === winner.id)).toBe(true);
+    const rows = await jobRows();
+    expect(rows.filter((row) => row.unique_key === 'sync-one:RACE')).toHaveLength(1);
+    // 8 × 50 payloads over 80 distinct keys: every key once, and the counts say so.
+    expect(rows.filter((row) => row.unique_key?.startsWith('sync-one:B'))).toHaveLength(80);
+    expect(bulk.reduce((sum, result) => sum + result.dispatched, 0)).toBe(80);
+    expect(bulk.reduce((sum, result) => sum + result.skipped, 0)).toBe(8 * 50 - 80);
+  });
+
+  it('counts duplicates inside one dispatchMany call as skipped', async () => {
+    await mq.knex(mq.tables.jobs).delete();
+    const result = await mq.dispatchMany(syncMailbox, [{ taxpayerId: 'A' }, { taxpayerId: 'B' }, { taxpayerId: 'A' }]);
+    expect(result).toMatchObject({ dispatched: 2, skipped: 1 });
+    expect(await jobRows()).toHaveLength(2);
+  });
+
+  it('frees the key when the job completes, and when it fails', async () => {
+    await mq.knex(mq.tables.jobs).delete();
+    const flaky = defineJob({
+      name: 'unique-flaky',
+      queue: 'unique-run',
+      unique: (payload: { n: number }) => String(payload.n),
+      handle(payload: { n: number }) {
+        if (payload.n === 2) throw new Error('boom');
+      },
+    });
+    await mq.dispatchMany(flaky, [{ n: 1 }, { n: 2 }]);
+    expect((await mq.dispatch(flaky, { n: 1 })).skipped).toBe(true);
+    await mq.worker({ queues: ['unique-run'], jobs: [flaky], stopWhenEmpty: true, sleep: '10ms' }).run();
+    expect(await mq.knex(mq.tables.jobs).where('queue', 'unique-run').count({ n: '*' })).toEqual([{ n: 0 }]);
+    expect(await mq.failed.count('unique-run')).toBe(1);
+    const again = await mq.dispatchMany(flaky, [{ n: 1 }, { n: 2 }]);
+    expect(again).toMatchObject({ dispatched: 2, skipped: 0 });
+  });
+
+  it('takes the key from the dispatch option, and `unique: false` dispatches without one', async () => {
+    await mq.knex(mq.tables.jobs).delete();
+    expect((await mq.dispatch('adhoc', { a: 1 }, { unique: 'nightly' })).skipped).toBe(false);
+    expect((await mq.dispatch('adhoc', { a: 2 }, { unique: 'nightly' })).skipped).toBe(true);
+    expect((await mq.dispatch(syncMailbox, { taxpayerId: 'T9' }, { unique: false })).skipped).toBe(false);
+    expect((await mq.dispatch(syncMailbox, { taxpayerId: 'T9' }, { unique: false })).skipped).toBe(false);
+    const rows = await jobRows();
+    expect(rows.map((row) => row.unique_key)).toEqual(['adhoc:nightly', null, null]);
+  });
+
+  it('writes a skipped dispatch inside a caller transaction that rolls back as nothing at all', async () => {
+    await mq.knex(mq.tables.jobs).delete();
+    await mq.knex
+      .transaction(async (trx) => {
+        const job = await mq.dispatch(syncMailbox, { taxpayerId: 'TX' }, { transaction: trx });
+        expect(job.skipped).toBe(false);
+        throw new Error('rollback');
+      })
+      .catch(() => undefined);
+    expect(await jobRows()).toHaveLength(0);
+    expect((await mq.dispatch(syncMailbox, { taxpayerId: 'TX' })).skipped).toBe(false);
+  });
+
+  it('rejects an empty key with a clear error and writes nothing', async () => {
+    await mq.knex(mq.tables.jobs).delete();
+    await expect(mq.dispatch(syncMailbox, { taxpayerId: '' })).rejects.toThrow("unique key for job 'sync-one' must be a non-empty string");
+    expect(await jobRows()).toHaveLength(0);
+  });
+});

@@ -19,7 +19,7 @@ export type { UniqueOption } from './queue/unique.js';
 export { RateLimiter, type Acquired } from './ratelimit/limiter.js';
 export { resolveRateLimit, type RateLimitOption, type ResolvedRateLimit } from './ratelimit/rate-limit.js';
 export type { JobRateLimit } from './ratelimit/claim-gate.js';
-export { BatchStore, type ListBatchesOptions, type CancelledBatch } from './batch/store.js';
+export { BatchStore, followBatch, type ListBatchesOptions, type CancelledBatch } from './batch/store.js';
 export type { Batch, BatchState, BatchOptions, BatchCallback, BatchJob, BatchSummary, CreatedBatch } from './batch/batch.js';
 export { captureBatches } from './batch/capture.js';
 export type { DispatchOneOptions, DispatchManyOptions, DispatchedJob, DispatchManyResult } from './queue/dispatcher.js';

@@ -22,6 +22,8 @@ export interface CancelledBatch {
   batch: Batch;
   /** Jobs that were waiting in the queue and were removed (running jobs finish their attempt). */
   removed: number;
+  /** The batch had finished (or been cancelled and finished) before: nothing was done. */
+  alreadyFinished: boolean;
 }
 
 const CALLBACK_NAMES = ['then', 'catch', 'finally'] as const;
@@ -89,7 +91,7 @@ export class BatchStore {
    */
   async cancel(id: string): Promise<CancelledBatch> {
     const current = await this.find(id);
-    if (current.finishedAt) return { batch: current, removed: 0 };
+    if (current.finishedAt) return { batch: current, removed: 0, alreadyFinished: true };
     const removed = await withDatabaseRetry(() =>
       this.knex.transaction(
         async (trx) => {
@@ -106,7 +108,7 @@ export class BatchStore {
         { isolationLevel: 'read committed' },
       ),
     );
-    return { batch: await this.find(id), removed };
+    return { batch: await this.find(id), removed, alreadyFinished: false };
   }
 
   private buildRows(batchId: string, entries: readonly BatchJob[], options: BatchOptions): Map<number, NewJobRow[]> {
@@ -146,4 +148,27 @@ export class BatchStore {
 
 function stripUndefined<T extends object>(values: T): Partial<T> {
   return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as Partial<T>;
+}
+
+/**
+ * Polls a batch until it finishes (or `signal` aborts), calling `onChange` whenever its counts
+ * move. Resolves with the last state read.
+ */
+export async function followBatch(
+  batches: Pick<BatchStore, 'find'>,
+  id: string,
+  options: { intervalMs?: number; signal?: AbortSignal; onChange?: (batch: Batch) => void } = {},
+): Promise<Batch> {
+  let last = '';
+  for (;;) {
+    const batch = await batches.find(id);
+    const fingerprint = `${batch.pending}/${batch.failed}/${batch.state}`;
+    if (fingerprint !== last) options.onChange?.(batch);
+    last = fingerprint;
+    if (batch.finishedAt || options.signal?.aborted) return batch;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, options.intervalMs ?? 1000);
+      options.signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+    });
+  }
 }

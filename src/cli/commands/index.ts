@@ -13,6 +13,7 @@ import '../../mailbox/register.js';
 import { pauseCommand, restartCommand, resumeCommand } from './controls.js';
 import { monitorCommand, statusCommand } from './monitor.js';
 import { doctorCommand } from './doctor.js';
+import { batchCancelCommand, batchCommand, batchesCommand } from './batches.js';
 
 /** Every verb of the CLI; each is a thin wrapper over one library call. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -34,4 +35,7 @@ export const commands: Array<CommandModule<GlobalFlags, any>> = [
   monitorCommand,
   statusCommand,
   doctorCommand,
+  batchesCommand,
+  batchCommand,
+  batchCancelCommand,
 ];

@@ -1,0 +1,144 @@
+import cliProgress from 'cli-progress';
+import { defineCommand } from '../command.js';
+import { formatTime, json, summaryTable, table, truncate } from '../output.js';
+import type { Output } from '../output.js';
+import { MailqError } from '../../errors.js';
+import { parseDuration } from '../../duration.js';
+import type { Batch } from '../../batch/batch.js';
+import { followBatch } from '../../batch/store.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function requireBatchId(value: unknown): string {
+  const id = String(value ?? '');
+  if (!UUID.test(id)) throw new MailqError(`invalid batch id '${id}': expected a uuid (see \`mailq batches\`)`, { exitCode: 2 });
+  return id.toLowerCase();
+}
+
+function progressText(batch: Batch): string {
+  return `${batch.processed}/${batch.total} (${batch.progress}%)`;
+}
+
+export const batchesCommand = defineCommand({
+  command: 'batches',
+  describe: 'List batches, newest first',
+  builder: (yargs) =>
+    yargs
+      .option('running', { type: 'boolean', default: false, describe: 'Only batches still running' })
+      .option('limit', { type: 'number', default: 20, describe: 'How many to show' })
+      .option('json', { type: 'boolean', default: false }),
+  async run(context, argv) {
+    const batches = await (await context.mailq()).batches.list({ limit: argv.limit, running: argv.running });
+    if (argv.json) return context.output.out(json(batches));
+    if (batches.length === 0) return context.output.out(argv.running ? 'No running batches.' : 'No batches.');
+    context.output.out(
+      table(
+        ['id', 'name', 'state', 'done', 'pending', 'failed', 'created', 'finished'],
+        batches.map((batch) => [batch.id, truncate(batch.name, 30), batch.state, progressText(batch), batch.pending, batch.failed, formatTime(batch.createdAt), formatTime(batch.finishedAt)]),
+      ),
+    );
+  },
+});
+
+export const batchCommand = defineCommand({
+  command: 'batch <id>',
+  describe: 'Show one batch: progress, failures (--watch follows it to the end)',
+  builder: (yargs) =>
+    yargs
+      .positional('id', { type: 'string', demandOption: true, describe: 'Batch id' })
+      .option('watch', { type: 'boolean', default: false, describe: 'Follow the batch until it finishes' })
+      .option('interval', { type: 'string', default: '1s', describe: 'With --watch: how often to look' })
+      .option('json', { type: 'boolean', default: false }),
+  async run(context, argv) {
+    const id = requireBatchId(argv.id);
+    const mq = await context.mailq();
+    if (argv.json && !argv.watch) return context.output.out(json(await mq.batches.find(id)));
+    const { output } = context;
+    let batch = await mq.batches.find(id);
+    if (argv.watch && !batch.finishedAt) {
+      const stop = new AbortController();
+      const onSignal = () => stop.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const view = argv.json ? jsonLines(output) : output.isTTY ? progressBar(batch) : plainLines(output);
+      try {
+        batch = await followBatch(mq.batches, id, { intervalMs: parseInterval(argv.interval), signal: stop.signal, onChange: view.update });
+      } finally {
+        view.stop();
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+      if (argv.json) return;
+    } else if (output.isTTY && !batch.finishedAt) {
+      const bar = progressBar(batch);
+      bar.update(batch);
+      bar.stop();
+    }
+    output.out(describeBatch(batch));
+  },
+});
+
+export const batchCancelCommand = defineCommand({
+  command: 'batch:cancel <id>',
+  describe: 'Cancel a batch: its waiting jobs are removed, running ones finish',
+  builder: (yargs) => yargs.positional('id', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
+  async run(context, argv) {
+    const id = requireBatchId(argv.id);
+    const { batch, removed, alreadyFinished } = await (await context.mailq()).batches.cancel(id);
+    if (argv.json) return context.output.out(json({ removed, alreadyFinished, batch }));
+    if (alreadyFinished) throw new MailqError(`batch ${id} had already finished${batch.cancelledAt ? ' (cancelled)' : ''}; nothing to cancel`);
+    const running = batch.pending;
+    context.output.out(`Cancelled batch ${id}: removed ${removed} waiting job${removed === 1 ? '' : 's'}${running ? `; ${running} running job${running === 1 ? '' : 's'} will finish` : ''}.`);
+  },
+});
+
+function describeBatch(batch: Batch): string {
+  const lines = [
+    summaryTable([
+      ['id', batch.id],
+      ['name', batch.name || '(none)'],
+      ['state', batch.state],
+      ['done', progressText(batch)],
+      ['pending', batch.pending],
+      ['failed', batch.failed],
+      ['created', formatTime(batch.createdAt)],
+      ['finished', formatTime(batch.finishedAt) || '-'],
+      ...(batch.cancelledAt ? [['cancelled', formatTime(batch.cancelledAt)] as [string, string]] : []),
+    ]),
+  ];
+  if (batch.failedJobIds.length > 0) {
+    const shown = batch.failedJobIds.slice(0, 10);
+    lines.push(`Failed jobs (uuid): ${shown.join(', ')}${batch.failedJobIds.length > shown.length ? `, … ${batch.failedJobIds.length - shown.length} more` : ''}`);
+  }
+  return lines.join('\n');
+}
+
+interface View {
+  update(batch: Batch): void;
+  stop(): void;
+}
+
+function progressBar(batch: Batch): View {
+  const bar = new cliProgress.SingleBar(
+    { format: `${batch.name || batch.id} [{bar}] {percentage}% | {value}/{total} | failed {failed} | ETA {eta_formatted}`, stream: process.stdout, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  );
+  bar.start(batch.total, batch.processed, { failed: batch.failed });
+  return { update: (current) => bar.update(current.processed, { failed: current.failed }), stop: () => bar.stop() };
+}
+
+function plainLines(output: Output): View {
+  return { update: (batch) => output.out(`batch ${batch.id}: ${progressText(batch)} done, ${batch.failed} failed, ${batch.state}`), stop: () => undefined };
+}
+
+function jsonLines(output: Output): View {
+  return { update: (batch) => output.out(JSON.stringify(batch)), stop: () => undefined };
+}
+
+function parseInterval(text: string): number {
+  try {
+    return Math.max(100, parseDuration(text));
+  } catch (error) {
+    throw new MailqError(`invalid --interval: ${(error as Error).message}`, { exitCode: 2 });
+  }
+}

@@ -198,9 +198,8 @@ export class ClaimGate {
     return {
       key: limit.key,
       pauseFor: async (delay) => {
-        const delayMs = parseDuration(delay);
-        await this.limiter.pause(limit, delayMs);
-        this.closeFor(limit.key, delayMs);
+        await this.limiter.pause(limit, delay);
+        this.closeFor(limit.key, parseDuration(delay));
       },
       acquire: async (n = 1) => {
         let needed = n;

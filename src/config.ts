@@ -7,6 +7,7 @@ import { parseDuration } from './duration.js';
 import { parseBackoffFlag, toBackoffPlan, type BackoffPlan } from './backoff.js';
 import { ConfigError } from './errors.js';
 import { parseDatabaseUrl } from './db/url.js';
+import { scheduleEntrySchema } from './schedule/entry.js';
 
 /**
  * One schema for every setting, whatever its source. Precedence: CLI flags, then environment
@@ -114,7 +115,7 @@ export const settingsSchema = z.object({
   worker: workerSchema.default(workerSchema.parse({})),
   tws: twsSchema.default(twsSchema.parse({})),
   mailbox: mailboxSchema.default(mailboxSchema.parse({})),
-  schedule: z.array(z.record(z.string(), z.unknown())).default([]),
+  schedule: z.array(scheduleEntrySchema).default([]),
 });
 
 export type MailqSettings = z.output<typeof settingsSchema>;

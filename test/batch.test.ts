@@ -127,8 +127,8 @@ describe('batches', () => {
   });
 
   it('rejects a bad payload or callback before writing anything', async () => {
-    await expect(mq.batch(work, [{ n: 1 }, { n: 'two' } as never])).rejects.toThrow("invalid payload for job 'batch-work' at index 1: n:");
-    await expect(mq.batch(work, [{ n: 1 }], { then: { job: 'batch-callback', payload: { nokind: true } } })).rejects.toThrow('batch then callback: invalid payload');
+    await expect(mq.batch(work, [{ n: 1, fail: false }, { n: 'two' } as never])).rejects.toThrow("invalid payload for job 'batch-work' at index 1: n:");
+    await expect(mq.batch(work, [{ n: 1, fail: false }], { then: { job: 'batch-callback', payload: { nokind: true } } })).rejects.toThrow('batch then callback: invalid payload');
     expect(await mq.knex(mq.tables.jobs).count({ n: '*' })).toEqual([{ n: 0 }]);
   });
 
@@ -146,7 +146,7 @@ describe('batches', () => {
   });
 
   it('cancel removes the waiting jobs, finishes the batch, and runs finally but not then', async () => {
-    const created = await mq.batch(work, Array.from({ length: 10 }, (_, n) => ({ n })), { ...callbacks, delay: '1h' });
+    const created = await mq.batch(work, Array.from({ length: 10 }, (_, n) => ({ n, fail: false })), { ...callbacks, delay: '1h' });
     const { batch, removed } = await mq.batches.cancel(created.id);
     expect(removed).toBe(10);
     expect(batch).toMatchObject({ state: 'cancelled', pending: 0 });
@@ -158,7 +158,7 @@ describe('batches', () => {
   });
 
   it('mailq batches / batch / batch:cancel', async () => {
-    const created = await mq.batch(work, Array.from({ length: 3 }, (_, n) => ({ n })), { name: 'cli batch', delay: '1h' });
+    const created = await mq.batch(work, Array.from({ length: 3 }, (_, n) => ({ n, fail: false })), { name: 'cli batch', delay: '1h' });
     const base = ['--database-url', db.url];
 
     const list = capture();

@@ -14,6 +14,7 @@ import { pauseCommand, restartCommand, resumeCommand } from './controls.js';
 import { monitorCommand, statusCommand } from './monitor.js';
 import { doctorCommand } from './doctor.js';
 import { batchCancelCommand, batchCommand, batchesCommand } from './batches.js';
+import { scheduleCommand, scheduleListCommand, scheduleRunCommand } from './schedule.js';
 
 /** Every verb of the CLI; each is a thin wrapper over one library call. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -38,4 +39,7 @@ export const commands: Array<CommandModule<GlobalFlags, any>> = [
   batchesCommand,
   batchCommand,
   batchCancelCommand,
+  scheduleCommand,
+  scheduleRunCommand,
+  scheduleListCommand,
 ];

@@ -42,7 +42,7 @@ function recordingRunner(): CommandRunner & { calls: string[][] } {
     calls.push(argv);
     await new Promise((resolve) => setTimeout(resolve, 20));
     return { exitCode: 0, batchIds: [] };
-  }) as CommandRunner & { calls: string[][] };
+  }) as unknown as CommandRunner & { calls: string[][] };
   runner.calls = calls;
   return runner;
 }
@@ -132,9 +132,9 @@ describe('schedule entries', () => {
 });
 
 describe('mailq schedule:run / schedule / schedule:list', () => {
-  function writeConfig(name: string, schedule: ScheduleEntryInput[]): string {
+  function writeConfig(name: string, schedule: ScheduleEntryInput[], logLevel = 'warn'): string {
     const file = path.join(dir, `${name}.mjs`);
-    writeFileSync(file, `export default ${JSON.stringify({ databaseUrl: db.url, logLevel: 'warn', schedule })};\n`);
+    writeFileSync(file, `export default ${JSON.stringify({ databaseUrl: db.url, logLevel, schedule })};\n`);
     return file;
   }
 
@@ -179,9 +179,13 @@ describe('mailq schedule:run / schedule / schedule:list', () => {
 
   it('two `mailq schedule` processes and two `schedule:run` processes fire each slot once', async () => {
     // Every second, so a few seconds hold several slots that both processes race for.
-    const config = writeConfig('loop', [{ cron: '* * * * * *', run: `dispatch sched-probe '{"from":"loop"}' --queue sched`, name: 'every-second' }]);
+    const config = writeConfig('loop', [{ cron: '* * * * * *', run: `dispatch sched-probe '{"from":"loop"}' --queue sched`, name: 'every-second' }], 'info');
     const loops = [0, 1].map(() => startProcess(['bin/mailq.js', 'schedule', '--config', config]));
-    await new Promise((resolve) => setTimeout(resolve, 3_500));
+    // Both schedulers up (their SIGTERM handler installed) and a few slots fired, however slow the machine.
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline && !(loops.every((loop) => loop.stderr().includes('scheduler started')) && (await runRows()).length >= 4)) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     for (const loop of loops) loop.child.kill('SIGTERM');
     const exits = await Promise.all(loops.map((loop) => loop.exit));
     for (const exit of exits) expect(exit, exit.stderr).toMatchObject({ code: 0 });
@@ -204,5 +208,5 @@ function startProcess(args: string[]) {
     child.once('error', reject);
     child.once('exit', (code) => resolve({ code, stderr }));
   });
-  return { child, exit };
+  return { child, exit, stderr: () => stderr };
 }

@@ -8,6 +8,7 @@ import { parseBackoffFlag, toBackoffPlan, type BackoffPlan } from './backoff.js'
 import { ConfigError } from './errors.js';
 import { parseDatabaseUrl } from './db/url.js';
 import { scheduleEntrySchema } from './schedule/entry.js';
+import { parseRate } from './mailbox/rate.js';
 
 /**
  * One schema for every setting, whatever its source. Precedence: CLI flags, then environment
@@ -80,7 +81,18 @@ const workerSchema = z.object({
 const twsSchema = z.object({
   url: z.string().url('MAILQ_TWS_URL must be an http(s) URL').optional(),
   token: z.string().optional(),
-  rateLimit: z.string().default('100/min'),
+  /** Every worker's shared limit on TWS requests: `100/min`, `10/s`, or `off`. */
+  rateLimit: z
+    .string()
+    .default('100/min')
+    .superRefine((text, ctx) => {
+      if (text.trim().toLowerCase() === 'off') return;
+      try {
+        parseRate(text);
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: `${(error as Error).message}, or off` });
+      }
+    }),
   /** Per HTTP request to TWS, body included. */
   requestTimeout: duration.default(30_000),
 });

@@ -61,6 +61,14 @@ describe('mailq sync-mailbox --queue', () => {
     expect(out).toMatch(/│ Workers running\s+│ 0 \(0 jobs at once\)/);
     expect(out).toMatch(/│ Estimated time\s+│ no worker is running on 'mailbox-sync'; at ~1s per taxpayer, assumed: 29s one at a time, 3s with 10 at once/);
     expect(out).toContain("No worker serves 'mailbox-sync': start some with mailq work --queue=mailbox-sync");
+    // One batch around the night's jobs, to follow with `mailq batch <id>`.
+    const batchId = /│ Batch\s+│ ([0-9a-f-]{36})\s+│/.exec(out)?.[1];
+    expect(out).toContain(`Follow it: mailq batch ${batchId} --watch`);
+    expect(await knex(tables.jobs).where({ batch_id: batchId! }).count({ n: '*' })).toEqual([{ n: 29 }]);
+    expect(await knex(tables.jobBatches).where({ id: batchId! }).first('total_jobs', 'pending_jobs')).toEqual({ total_jobs: 29, pending_jobs: 29 });
+    // A second run while those are pending skips every taxpayer: one pending sync job each.
+    const again = await mailq('sync-mailbox', '--queue', '--json');
+    expect(JSON.parse(again.out)).toMatchObject({ taxpayers: 29, dispatched: 0, skipped: 29 });
     const rows = await jobRows();
     expect(rows).toHaveLength(29);
     expect(rows.map((row) => row.payload)).toEqual(ids.slice(0, 29).map((taxpayerId) => ({ taxpayerId })));

@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { JobDefinition } from '../job.js';
 import type { DispatchOptions, RowTemplate } from '../queue/rows.js';
 import type { DispatchManyOptions } from '../queue/dispatcher.js';
@@ -13,6 +14,8 @@ export interface BatchCallback {
 
 export interface BatchOptions extends Omit<DispatchOptions, 'batchId'>, Pick<DispatchManyOptions, 'chunkSize' | 'onProgress'> {
   name?: string;
+  /** Create the batch and its jobs inside the caller's transaction: they exist only if it commits. */
+  transaction?: Knex.Transaction;
   /** Dispatched once when every job completed (none failed, not cancelled). */
   then?: BatchCallback;
   /** Dispatched once when the batch finished with at least one failed job. */

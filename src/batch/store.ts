@@ -47,27 +47,26 @@ export class BatchStore {
     if (name.length > 191) throw new InvalidJobError('batch name must be at most 191 characters');
     const groups = this.buildRows(id, entries, options);
     const callbacks = this.storeCallbacks(name, options);
-    const { inserted, skipped } = await withDatabaseRetry(() =>
-      this.knex.transaction(async (trx) => {
-        await trx(this.tables.jobBatches).insert({ id, name, failed_job_ids: '[]', callbacks: callbacks ? JSON.stringify(callbacks) : null });
-        let written = 0;
-        let skippedRows = 0;
-        for (const [delayMs, rows] of groups) {
-          const before = written;
-          const result = await this.dispatcher.insertRows(trx, rows, delayMs, {
-            chunkSize: options.chunkSize,
-            onProgress: options.onProgress && ((done) => options.onProgress!(before + done, entries.length)),
-          });
-          written += rows.length;
-          skippedRows += result.skipped;
-        }
-        const dispatched = entries.length - skippedRows;
-        await trx(this.tables.jobBatches).where({ id }).update({ total_jobs: dispatched, pending_jobs: dispatched });
-        // An empty batch (or one whose every job was a duplicate) is finished at once.
-        if (dispatched === 0) await finishBatches(execOn(trx), this.tables, [id]);
-        return { inserted: dispatched, skipped: skippedRows };
-      }),
-    );
+    const write = async (trx: Knex.Transaction) => {
+      await trx(this.tables.jobBatches).insert({ id, name, failed_job_ids: '[]', callbacks: callbacks ? JSON.stringify(callbacks) : null });
+      let written = 0;
+      let skippedRows = 0;
+      for (const [delayMs, rows] of groups) {
+        const before = written;
+        const result = await this.dispatcher.insertRows(trx, rows, delayMs, {
+          chunkSize: options.chunkSize,
+          onProgress: options.onProgress && ((done) => options.onProgress!(before + done, entries.length)),
+        });
+        written += rows.length;
+        skippedRows += result.skipped;
+      }
+      const dispatched = entries.length - skippedRows;
+      await trx(this.tables.jobBatches).where({ id }).update({ total_jobs: dispatched, pending_jobs: dispatched });
+      // An empty batch (or one whose every job was a duplicate) is finished at once.
+      if (dispatched === 0) await finishBatches(execOn(trx), this.tables, [id]);
+      return { inserted: dispatched, skipped: skippedRows };
+    };
+    const { inserted, skipped } = options.transaction ? await write(options.transaction) : await withDatabaseRetry(() => this.knex.transaction(write));
     noteBatchCreated(id);
     return { id, name, total: inserted, skipped };
   }

@@ -11,7 +11,7 @@ import { openDemoDatabase, type DemoDatabase } from './demo-database.js';
 import { syncMailboxesDirectly } from './direct.js';
 import { dispatchMailboxSync } from './dispatch.js';
 import { startFakeTws, type FakeTws, type FakeTwsCounts } from './fake-tws.js';
-import { mailboxSyncJob } from './job.js';
+import { mailboxSyncJob, TWS_RATE_LIMIT_KEY } from './job.js';
 import { formatRate, type Rate } from './rate.js';
 import type { FailureReason, NewTaxpayer } from './store.js';
 import { MailboxSync } from './sync.js';
@@ -28,7 +28,7 @@ export interface DemoOptions {
   processes?: number;
   /** Share of TWS requests that fail with a transient 5xx. Default 0.02. */
   errorRate?: number;
-  /** The fake TWS's own limit (429 with Retry-After past it). Default none. */
+  /** The fake TWS's own limit (429 with Retry-After past it), and the workers' shared limit too. Default none. */
   rateLimit?: Rate;
   tries?: number;
   backoff?: BackoffOption;
@@ -56,6 +56,8 @@ export interface DemoReporter {
 
 export interface DemoResult {
   database: string;
+  /** The night's batch: every job of the queue run. */
+  batchId: string | null;
   kept: { url: string; tablePrefix: string } | undefined;
   taxpayers: number;
   brokenTaxpayers: number;
@@ -122,7 +124,9 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     const token = randomBytes(12).toString('hex');
     tws = await startFakeTws({ latencyMs: settings.latencyMs, errorRate: settings.errorRate, rateLimit: settings.rateLimit, brokenTaxpayers: seed.broken, malformedTaxpayers: seed.malformed, token, seed: settings.seed ?? 1 });
     const sync = new MailboxSync({ knex: mq.knex, tables: mq.tables, tws: { url: tws.url, token } });
-    mq.registry.add(mailboxSyncJob(sync, { tries: settings.tries, backoff: settings.backoff, timeout: settings.timeout }));
+    // Given a TWS limit, the workers share the same one (mailq's margin keeps them just under it).
+    const rateLimit = settings.rateLimit && { key: TWS_RATE_LIMIT_KEY, limit: settings.rateLimit.limit, per: `${settings.rateLimit.perMs}ms` };
+    mq.registry.add(mailboxSyncJob(sync, { tries: settings.tries, backoff: settings.backoff, timeout: settings.timeout, rateLimit }));
     await sync.store.insertTaxpayers(seed.taxpayers);
     reporter.step(`Seeded ${settings.taxpayers} taxpayers (${seed.broken.length} that TWS refuses for good, ${seed.malformed.length} whose mailbox TWS garbles)`);
     reporter.step(`Fake TWS on ${tws.url}: ${formatDuration(settings.latencyMs)} per request, ${(settings.errorRate * 100).toFixed(1)}% transient errors${settings.rateLimit ? `, ${formatRate(settings.rateLimit)} limit` : ''}`);
@@ -136,21 +140,22 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     const startedAt = Date.now();
     const dispatched = await dispatchMailboxSync(mq);
     const dispatchMs = Date.now() - startedAt;
-    reporter.step(`Dispatched ${dispatched.dispatched} jobs to '${dispatched.queue}' in ${dispatchMs} ms (one bulk insert)`);
+    reporter.step(`Dispatched ${dispatched.dispatched} jobs to '${dispatched.queue}' in ${dispatchMs} ms (one bulk insert) as batch ${dispatched.batchId}`);
 
     const workers = settings.processes === 1
       ? inProcessWorkers(mq, dispatched.queue, settings.concurrency)
-      : childWorkers({ processes: settings.processes, concurrency: settings.concurrency, queue: dispatched.queue, databaseUrl: database.url, tablePrefix: database.tablePrefix, twsUrl: tws.url, token });
+      : childWorkers({ processes: settings.processes, concurrency: settings.concurrency, queue: dispatched.queue, databaseUrl: database.url, tablePrefix: database.tablePrefix, twsUrl: tws.url, token, rateLimit: settings.rateLimit });
     reporter.step(settings.processes === 1 ? `Working: ${settings.concurrency} jobs at once in this process` : `Working: ${settings.processes} worker processes × ${settings.concurrency} jobs at once`);
     let drained: { firstPassMs: number | undefined };
     try {
-      drained = await waitUntilDrained(mq, dispatched.queue, dispatched.dispatched, startedAt, workers, reporter, options.signal);
+      drained = await waitUntilDrained(mq, dispatched.queue, dispatched.batchId, dispatched.dispatched, startedAt, workers, reporter, options.signal);
     } finally {
       await workers.stop();
     }
     const queueMs = Date.now() - startedAt;
     const result = await collectResult(mq, sync, tws, dispatched.queue, {
       database: database.description,
+      batchId: dispatched.batchId,
       taxpayers: settings.taxpayers,
       brokenTaxpayers: seed.broken.length,
       malformedTaxpayers: seed.malformed.length,
@@ -237,11 +242,12 @@ interface ChildWorkerOptions {
   tablePrefix: string;
   twsUrl: string;
   token: string;
+  rateLimit: Rate | undefined;
 }
 
 /** N `mailq work` processes, configured the way an operator would: through the environment. */
 function childWorkers(options: ChildWorkerOptions): DemoWorkers {
-  const env: NodeJS.ProcessEnv = { ...process.env, MAILQ_DATABASE_URL: options.databaseUrl, MAILQ_TABLE_PREFIX: options.tablePrefix, MAILQ_TWS_URL: options.twsUrl, MAILQ_TWS_TOKEN: options.token, MAILQ_LOG_LEVEL: 'fatal' };
+  const env: NodeJS.ProcessEnv = { ...process.env, MAILQ_DATABASE_URL: options.databaseUrl, MAILQ_TABLE_PREFIX: options.tablePrefix, MAILQ_TWS_URL: options.twsUrl, MAILQ_TWS_TOKEN: options.token, MAILQ_TWS_RATE_LIMIT: options.rateLimit ? formatRate(options.rateLimit) : 'off', MAILQ_LOG_LEVEL: 'fatal' };
   delete env.MAILQ_TAXPAYERS_TABLE;
   delete env.MAILQ_MAILBOX_MESSAGES_TABLE;
   const children: ChildProcess[] = [];
@@ -276,13 +282,18 @@ function childWorkers(options: ChildWorkerOptions): DemoWorkers {
   };
 }
 
-async function waitUntilDrained(mq: Mailq, queue: string, total: number, startedAt: number, workers: DemoWorkers, reporter: DemoReporter, signal?: AbortSignal): Promise<{ firstPassMs: number | undefined }> {
+async function waitUntilDrained(mq: Mailq, queue: string, batchId: string | null, total: number, startedAt: number, workers: DemoWorkers, reporter: DemoReporter, signal?: AbortSignal): Promise<{ firstPassMs: number | undefined }> {
   let firstPassMs: number | undefined;
   let lastDone = -1;
   let lastChangeAt = Date.now();
   for (;;) {
     if (signal?.aborted) throw new MailqError('demo interrupted');
-    const { remaining, untouched, failed } = await queueCounts(mq, queue);
+    const counts = await queueCounts(mq, queue);
+    const { untouched } = counts;
+    // The night's progress is its batch's: done (completed or failed for good) and failed.
+    const batch = batchId ? await mq.batches.find(batchId) : undefined;
+    const remaining = batch ? batch.pending : counts.remaining;
+    const failed = batch ? batch.failed : counts.failed;
     const done = total - remaining;
     const elapsedMs = Date.now() - startedAt;
     if (untouched === 0 && firstPassMs === undefined) firstPassMs = elapsedMs;
@@ -307,7 +318,7 @@ async function queueCounts(mq: Mailq, queue: string): Promise<{ remaining: numbe
   return { remaining: Number(jobs[0]!.remaining), untouched: Number(jobs[0]!.untouched), failed: Number(failed[0]!.failed) };
 }
 
-type Measured = Pick<DemoResult, 'database' | 'taxpayers' | 'brokenTaxpayers' | 'malformedTaxpayers' | 'concurrency' | 'processes' | 'latencyMs' | 'tries' | 'queueMs' | 'dispatchMs' | 'firstPassMs' | 'directSample' | 'directMeanMs' | 'backoff'>;
+type Measured = Pick<DemoResult, 'database' | 'batchId' | 'taxpayers' | 'brokenTaxpayers' | 'malformedTaxpayers' | 'concurrency' | 'processes' | 'latencyMs' | 'tries' | 'queueMs' | 'dispatchMs' | 'firstPassMs' | 'directSample' | 'directMeanMs' | 'backoff'>;
 
 async function collectResult(mq: Mailq, sync: MailboxSync, tws: FakeTws, queue: string, measured: Measured): Promise<DemoResult> {
   const [counts, reasons, meanSyncMs, messages, failedRows] = await Promise.all([

@@ -13,6 +13,8 @@ export interface QueueSyncOptions extends TaxpayerFilter {
   /** Dispatch inside the caller's transaction: the jobs exist only if it commits. */
   transaction?: Knex.Transaction;
   onProgress?: (written: number, total: number) => void;
+  /** The batch's name; default `sync-mailbox <UTC time>`. */
+  batchName?: string;
   /** Override the job's own settings for these jobs. */
   tries?: number;
   backoff?: BackoffOption;
@@ -24,6 +26,10 @@ export interface QueueSyncResult {
   taxpayers: number;
   /** Jobs written (0 on a dry run). */
   dispatched: number;
+  /** Taxpayers skipped because a sync job of theirs was still pending or running (unique jobs). */
+  skipped: number;
+  /** The batch the jobs belong to (`mailq batch <id>`); null on a dry run or with no taxpayer. */
+  batchId: string | null;
   queue: string;
   tries: number;
   timeoutMs: number;
@@ -33,9 +39,9 @@ export interface QueueSyncResult {
 
 /**
  * The queue path of the mailbox sync (`mailq sync-mailbox --queue`): one `sync-taxpayer-mailbox`
- * job per active taxpayer, written with one bulk insert. The job must be registered on `mq`.
- *
- * Seam for issue #5: unique jobs (skip a taxpayer already pending) and a batch around these jobs.
+ * job per active taxpayer, written with one bulk insert, as one batch to follow (`mailq batch <id>`).
+ * A taxpayer whose sync job is still pending or running is skipped (the job is unique per taxpayer).
+ * The job must be registered on `mq`.
  *
  * @example
  * mq.registry.add(mailboxSyncJob(sync));
@@ -48,6 +54,8 @@ export async function dispatchMailboxSync(mq: Mailq, options: QueueSyncOptions =
   const result: QueueSyncResult = {
     taxpayers: ids.length,
     dispatched: 0,
+    skipped: 0,
+    batchId: null,
     queue: job.queue ?? MAILBOX_SYNC_DEFAULTS.queue,
     tries: options.tries ?? job.tries ?? MAILBOX_SYNC_DEFAULTS.tries,
     timeoutMs: parseDuration(options.timeout ?? job.timeout ?? MAILBOX_SYNC_DEFAULTS.timeout),
@@ -56,14 +64,15 @@ export async function dispatchMailboxSync(mq: Mailq, options: QueueSyncOptions =
   };
   if (result.dryRun || ids.length === 0) return result;
   const payloads = ids.map((taxpayerId) => ({ taxpayerId }));
-  const { dispatched } = await mq.dispatchMany(job, payloads, {
+  const batch = await mq.batch(job, payloads, {
+    name: options.batchName ?? `sync-mailbox ${new Date().toISOString().slice(0, 16).replace('T', ' ')}Z`,
     transaction: options.transaction,
     onProgress: options.onProgress,
     tries: options.tries,
     backoff: options.backoff,
     timeout: options.timeout,
   });
-  return { ...result, dispatched };
+  return { ...result, dispatched: batch.total, skipped: batch.skipped, batchId: batch.id };
 }
 
 /**

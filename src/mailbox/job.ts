@@ -3,6 +3,7 @@ import type { BackoffOption } from '../backoff.js';
 import type { Duration } from '../duration.js';
 import { PermanentError } from '../errors.js';
 import { defineJob, type JobDefinition } from '../job.js';
+import type { RateLimitOption } from '../ratelimit/rate-limit.js';
 import { MailboxSyncError, type MailboxSync } from './sync.js';
 
 export const MAILBOX_SYNC_JOB = 'sync-taxpayer-mailbox';
@@ -22,7 +23,15 @@ export interface MailboxSyncJobOptions {
   timeout?: Duration;
   /** A 429 without Retry-After waits this long. Default 30 s. */
   rateLimitWait?: Duration;
+  /**
+   * The limit every worker shares before calling TWS (settings: `tws.rateLimit`,
+   * MAILQ_TWS_RATE_LIMIT). A job takes one token when claimed and one per extra page.
+   */
+  rateLimit?: RateLimitOption;
 }
+
+/** The rate-limit key every TWS caller shares. */
+export const TWS_RATE_LIMIT_KEY = 'tws-api';
 
 export const MAILBOX_SYNC_DEFAULTS = { queue: MAILBOX_SYNC_QUEUE, tries: 3, backoff: [60, 120, 300], timeout: 120 } as const;
 
@@ -48,16 +57,24 @@ export function mailboxSyncJob(sync: MailboxSync | (() => MailboxSync | Promise<
     tries: options.tries ?? MAILBOX_SYNC_DEFAULTS.tries,
     backoff: options.backoff ?? [...MAILBOX_SYNC_DEFAULTS.backoff],
     timeout: options.timeout ?? MAILBOX_SYNC_DEFAULTS.timeout,
-    // Seam for the shared TWS rate limit (issue #5): `rateLimit` from settings.tws.rateLimit goes here.
+    rateLimit: options.rateLimit,
+    // A nightly run that overlaps a manual one does not sync a taxpayer twice: one pending job each.
+    unique: ({ taxpayerId }) => String(taxpayerId),
     async handle({ taxpayerId }, context) {
       const finalAttempt = context.job.attempt >= context.job.maxAttempts;
+      const rateLimit = context.rateLimit;
       try {
-        const outcome = await (await resolve()).syncTaxpayer(taxpayerId, { signal: context.signal, finalAttempt });
+        const outcome = await (await resolve()).syncTaxpayer(taxpayerId, { signal: context.signal, finalAttempt, beforeNextRequest: rateLimit && (() => rateLimit.acquire()) });
         context.logger.debug(outcome, 'mailbox synced');
         return outcome;
       } catch (error) {
         if (!(error instanceof MailboxSyncError)) throw error;
-        if (error.rateLimited) context.defer(error.retryAfterMs !== undefined ? `${error.retryAfterMs}ms` : rateLimitWait, `TWS rate limit: ${error.message}`);
+        if (error.rateLimited) {
+          const wait = error.retryAfterMs !== undefined ? `${error.retryAfterMs}ms` : rateLimitWait;
+          // TWS said stop: every worker on every host waits, not only this job.
+          await rateLimit?.pauseFor(wait);
+          context.defer(wait, `TWS rate limit: ${error.message}`);
+        }
         if (error.permanent) throw new PermanentError(error.message, { cause: error });
         throw error;
       }

@@ -4,7 +4,9 @@ import { planToOption } from '../backoff.js';
 import type { MailqSettings } from '../config.js';
 import { registerBuiltinJobs } from '../cli/context.js';
 import type { Mailq } from '../mailq.js';
-import { mailboxSyncJob, type MailboxSyncJobOptions } from './job.js';
+import { mailboxSyncJob, TWS_RATE_LIMIT_KEY, type MailboxSyncJobOptions } from './job.js';
+import { parseRate } from './rate.js';
+import type { RateLimitOption } from '../ratelimit/rate-limit.js';
 import { MailboxSync } from './sync.js';
 
 const syncs = new WeakMap<Mailq, MailboxSync>();
@@ -24,7 +26,14 @@ export function mailboxSyncFor(mq: Mailq, settings: MailqSettings): MailboxSync 
 /** The job's queue, tries, backoff and timeout from settings.mailbox (validated milliseconds). */
 export function mailboxJobOptions(settings: MailqSettings): MailboxSyncJobOptions {
   const { queue, tries, backoff, timeout } = settings.mailbox;
-  return { queue, tries, backoff: planToOption(backoff), timeout: `${timeout}ms` };
+  return { queue, tries, backoff: planToOption(backoff), timeout: `${timeout}ms`, rateLimit: twsRateLimit(settings.tws.rateLimit) };
+}
+
+/** `tws.rateLimit` (MAILQ_TWS_RATE_LIMIT, e.g. `100/min`) as the job's shared rate limit; `off` for none. */
+export function twsRateLimit(text: string): RateLimitOption | undefined {
+  if (text.trim().toLowerCase() === 'off') return undefined;
+  const { limit, perMs } = parseRate(text);
+  return { key: TWS_RATE_LIMIT_KEY, limit, per: `${perMs}ms` };
 }
 
 registerBuiltinJobs((settings, { mailq }) => [mailboxSyncJob(async () => mailboxSyncFor(await mailq(), settings), mailboxJobOptions(settings))]);

@@ -34,6 +34,8 @@ export type SyncOutcome =
 
 export interface SyncAttemptOptions {
   signal?: AbortSignal;
+  /** Awaited before each TWS request after the first: the queue job takes a rate-limit token there. */
+  beforeNextRequest?: () => Promise<void>;
   /** No attempt follows this one: a failure is recorded as `failed` rather than `retrying`. */
   finalAttempt?: boolean;
 }
@@ -105,7 +107,7 @@ export class MailboxSync {
     try {
       const since = taxpayer.lastSyncedAt ? new Date(taxpayer.lastSyncedAt.getTime() - SINCE_OVERLAP_MS) : undefined;
       const pages: TwsMessage[][] = [];
-      for await (const page of this.tws().fetchMailbox(taxpayer.taxId, { since, signal: options.signal })) pages.push(page.messages);
+      for await (const page of this.tws().fetchMailbox(taxpayer.taxId, { since, signal: options.signal, beforeNextPage: options.beforeNextRequest })) pages.push(page.messages);
       const messages = await this.store.saveSync(taxpayer.id, pages, { watermark: taxpayer.readAt, startedAt });
       return { status: 'synced', taxpayerId, messages, pages: pages.length, durationMs: Date.now() - startedAt };
     } catch (error) {

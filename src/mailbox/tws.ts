@@ -109,6 +109,8 @@ export interface FetchPageOptions {
 export interface FetchMailboxOptions {
   since?: Date;
   signal?: AbortSignal;
+  /** Awaited before each request after the first (a job takes a rate-limit token per extra page). */
+  beforeNextPage?: (page: number) => Promise<void>;
 }
 
 export interface TwsClient {
@@ -161,8 +163,10 @@ export function createTwsClient(options: TwsClientOptions): TwsClient {
   }
 
   async function* fetchMailbox(taxpayerId: TaxpayerId, mailboxOptions: FetchMailboxOptions = {}) {
+    const { beforeNextPage, ...pageOptions } = mailboxOptions;
     for (let page = 1; ; page++) {
-      const result = await fetchMailboxPage(taxpayerId, { ...mailboxOptions, page });
+      if (page > 1) await beforeNextPage?.(page);
+      const result = await fetchMailboxPage(taxpayerId, { ...pageOptions, page });
       yield result;
       if (page >= result.totalPages) return;
     }

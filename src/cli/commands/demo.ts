@@ -104,6 +104,7 @@ function printResult(out: (text: string) => void, result: DemoResult): void {
       ['Every job started once after', result.firstPassMs === undefined ? '—' : `${formatDuration(result.firstPassMs)} (then retries: ${result.tries} tries, backoff ${result.backoff})`],
       ['One sync in the queue run', `${precise(result.meanSyncMs)} on average`],
       ['Dispatch (bulk insert)', formatDuration(result.dispatchMs)],
+      ...(result.batchId ? [['Batch', result.kept ? `${result.batchId} (mailq batch ${result.batchId})` : result.batchId] as [string, string]] : []),
       ['TWS requests', `${result.tws.requests} (${result.tws.serverErrors} transient 5xx, ${result.tws.rateLimited} × 429, ${result.tws.malformed} malformed)`],
       ['Database', result.database],
     ]),

@@ -1,10 +1,10 @@
 import { describeBackoff } from '../../backoff.js';
-import { formatDuration } from '../../duration.js';
+import { formatDuration, parseDuration } from '../../duration.js';
 import { MailqError } from '../../errors.js';
 import { estimateDurationMs, runningWorkerCapacity, type WorkerCapacity } from '../../mailbox/capacity.js';
 import { groupFailures, syncMailboxesDirectly, type DirectSyncResult } from '../../mailbox/direct.js';
 import { dispatchMailboxSync, selectTaxpayers, type QueueSyncResult } from '../../mailbox/dispatch.js';
-import { mailboxSyncFor } from '../../mailbox/register.js';
+import { mailboxSyncFor, twsRateLimit } from '../../mailbox/register.js';
 import type { FailureReason, TaxpayerFilter } from '../../mailbox/store.js';
 import { describeFailureCode, shortFailureMessage } from '../../mailbox/sync.js';
 import type { Mailq } from '../../mailq.js';
@@ -75,7 +75,7 @@ async function queueMode(context: CommandContext, mq: Mailq, filter: TaxpayerFil
   progress?.stop();
   const capacity = await runningWorkerCapacity(mq.knex, mq.tables, result.queue);
   const perTaxpayerMs = await mailboxSyncFor(mq, context.settings).store.meanSyncDurationMs(filter);
-  const estimate = describeEstimate(result.taxpayers, perTaxpayerMs, capacity, result.queue);
+  const estimate = withRateLimit(describeEstimate(result.taxpayers, perTaxpayerMs, capacity, result.queue), result.taxpayers, context.settings.tws.rateLimit);
   if (argv.json) {
     context.output.out(json({ ...result, workers: capacity ?? null, perTaxpayerMs: perTaxpayerMs ?? null, estimatedMs: estimate.ms ?? null }));
     return 0;
@@ -86,12 +86,15 @@ async function queueMode(context: CommandContext, mq: Mailq, filter: TaxpayerFil
   }
   context.output.out(summaryTable(queueSummary(result, capacity, estimate.text)));
   if (!result.dryRun && capacity?.workers === 0) context.output.out(`No worker serves '${result.queue}': start some with mailq work --queue=${result.queue}`);
+  if (result.batchId) context.output.out(`Follow it: mailq batch ${result.batchId} --watch`);
   return 0;
 }
 
 function queueSummary(result: QueueSyncResult, capacity: WorkerCapacity | undefined, estimate: string): Array<[string, string | number]> {
   return [
     ['Jobs dispatched', result.dryRun ? `0 (dry run: ${result.taxpayers} would be)` : result.dispatched],
+    ...(result.skipped > 0 ? [['Skipped', `${result.skipped} (a sync of theirs is still pending or running)`] as [string, string]] : []),
+    ...(result.batchId ? [['Batch', result.batchId] as [string, string]] : []),
     ['Queue', result.queue],
     ['Tries', result.tries],
     ['Timeout', formatDuration(result.timeoutMs)],
@@ -99,6 +102,15 @@ function queueSummary(result: QueueSyncResult, capacity: WorkerCapacity | undefi
     ['Workers running', capacity ? `${capacity.workers} (${capacity.slots} job${capacity.slots === 1 ? '' : 's'} at once)` : 'unknown (this database does not track workers)'],
     ['Estimated time', estimate],
   ];
+}
+
+/** The shared TWS rate limit is a floor under any estimate: 3,025 taxpayers at 100/min take 31 minutes however many workers run. */
+function withRateLimit(estimate: { text: string; ms?: number }, jobs: number, rateLimit: string): { text: string; ms?: number } {
+  const limit = twsRateLimit(rateLimit);
+  if (!limit || jobs === 0) return estimate;
+  const floorMs = (Math.ceil(jobs / limit.limit) - 1) * parseDuration(limit.per);
+  if (floorMs <= 0 || (estimate.ms !== undefined && estimate.ms >= floorMs)) return estimate;
+  return { ms: floorMs, text: `at least ${formatDuration(floorMs)}: TWS rate limit ${rateLimit} (MAILQ_TWS_RATE_LIMIT)${estimate.ms === undefined ? `; ${estimate.text}` : ''}` };
 }
 
 /** Wall time for the running workers, from this database's recent sync times (or TWS's usual second). */

@@ -80,6 +80,24 @@ describe('the mailbox job under the TWS rate limit', () => {
     expect(row).toEqual({ attempts: 0, deferrals: 1 });
   });
 
+  it('direct mode (sync-mailbox without --queue) takes a token per request too', async () => {
+    const tws = await fakeTws({ pageSize: 50, messagesPerTaxpayer: () => 60 });
+    const { mq, ids, limit } = await setUp('direct_', tws, { limit: 100, per: '1m' });
+    const { main } = await import('../src/cli/main.js');
+    const lines: string[] = [];
+    const output = { isTTY: false, out: (text: string) => void lines.push(text), err: (text: string) => void lines.push(text) };
+    const env = { MAILQ_TWS_URL: tws.url, MAILQ_TWS_TOKEN: TOKEN, MAILQ_TWS_RATE_LIMIT: '100/min' };
+    Object.assign(process.env, env);
+    try {
+      expect(await main(['sync-mailbox', '--taxpayer', String(ids[0]), '--taxpayer', String(ids[1]), '--database-url', db.url, '--prefix', 'direct_'], output), lines.join('\n')).toBe(0);
+    } finally {
+      for (const name of Object.keys(env)) delete process.env[name];
+    }
+    // Two taxpayers of two pages each: four requests, four tokens.
+    expect(tws.stats().ok).toBe(4);
+    expect(await mq.rateLimits.status(limit)).toMatchObject({ slots: 100, free: 96 });
+  });
+
   it('sync-mailbox --queue makes one batch, and skips taxpayers still pending', async () => {
     const tws = await fakeTws({});
     const { mq, ids } = await setUp('batch_', tws, { limit: 100, per: '1m' });

@@ -117,6 +117,21 @@ describe('workers under a rate limit', () => {
     expect(row).toMatchObject({ attempts: 0, deferrals: 1, last_error: 'upstream said 429' });
   });
 
+  it('stamps a job\'s token again when the job ends, so the window counts from its end', async () => {
+    const slow = defineJob({
+      name: 'slow',
+      queue: 'slow',
+      rateLimit: { key: 'restamp', limit: 1, per: '1s', margin: 0 },
+      async handle() {
+        await new Promise((resolve) => setTimeout(resolve, 600));
+      },
+    });
+    await mq.dispatch(slow, {});
+    await mq.worker({ queues: ['slow'], jobs: [slow], once: true }).run();
+    // Stamped at the claim only, the slot would free ~400 ms from now; stamped at the end, ~1 s.
+    expect((await mq.rateLimits.status(resolveRateLimit(slow.rateLimit!))).nextInMs).toBeGreaterThan(700);
+  });
+
   it('3 worker processes never exceed 20 requests per 2 s at the fake TWS, and spend no attempt waiting', async () => {
     const rate = { limit: 20, perMs: 2_000 };
     // The fake enforces the same limit itself: a single request over it would be a 429.
@@ -124,10 +139,9 @@ describe('workers under a rate limit', () => {
     const jobs = 60;
     try {
       await mq.dispatchMany('call-tws', Array.from({ length: jobs }, (_, n) => ({ n })), { queue: 'tws', tries: 1 });
-      // Tokens are stamped when a worker takes them; the request follows a little later (measured
-      // here: up to ~300 ms for a cold process's first jobs, ~80 ms after). The margin, an absolute
-      // time, absorbs that: 1 s, as the default is for a 1-minute window, kept absolute when scaled down.
-      const env = { ...process.env, FAKE_TWS_URL: tws.url, RL_LIMIT: String(rate.limit), RL_PER: `${rate.perMs}ms`, RL_MARGIN: '1s', MAILQ_LOG_LEVEL: 'warn' };
+      // The default margin (2% of the window: 40 ms). A token is stamped again when its job ends, so a
+      // cold process whose first request leaves 300 ms after its token still keeps the window.
+      const env = { ...process.env, FAKE_TWS_URL: tws.url, RL_LIMIT: String(rate.limit), RL_PER: `${rate.perMs}ms`, MAILQ_LOG_LEVEL: 'warn' };
       const args = ['bin/mailq.js', 'work', '--queue', 'tws', '--concurrency', '8', '--stop-when-empty', '--sleep', '20ms', '--jobs', 'test/fixtures/tws-rate-jobs.mjs', '--database-url', db.url];
       const exits = await Promise.all(Array.from({ length: 3 }, () => runProcess(args, env)));
       for (const exit of exits) expect(exit, exit.stderr).toMatchObject({ code: 0 });

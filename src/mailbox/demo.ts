@@ -12,6 +12,7 @@ import { syncMailboxesDirectly } from './direct.js';
 import { dispatchMailboxSync } from './dispatch.js';
 import { startFakeTws, type FakeTws, type FakeTwsCounts } from './fake-tws.js';
 import { mailboxSyncJob, TWS_RATE_LIMIT_KEY } from './job.js';
+import { resolveRateLimit } from '../ratelimit/rate-limit.js';
 import { formatRate, type Rate } from './rate.js';
 import type { FailureReason, NewTaxpayer } from './store.js';
 import { MailboxSync } from './sync.js';
@@ -133,7 +134,9 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
 
     const sampleIds = (await sync.taxpayerIds()).slice(0, DIRECT_SAMPLE);
     reporter.step(`Direct mode on ${sampleIds.length} taxpayers, one after another, to measure it…`);
-    const sample = await syncMailboxesDirectly(sync, sampleIds, { tries: 1, signal: options.signal });
+    // The sample's requests count against the shared limit too, or the queue run's first window would overrun TWS's.
+    const beforeRequest = rateLimit && (() => mq!.rateLimits.take(resolveRateLimit(rateLimit), 1, options.signal));
+    const sample = await syncMailboxesDirectly(sync, sampleIds, { tries: 1, signal: options.signal, beforeRequest });
     const directMeanMs = sample.elapsedMs / sampleIds.length;
     reporter.step(`…${(directMeanMs / 1_000).toFixed(2)}s per taxpayer: ${formatDuration(directMeanMs * settings.taxpayers)} for all ${settings.taxpayers}. Now the queue:`);
 

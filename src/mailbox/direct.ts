@@ -12,6 +12,8 @@ export interface DirectSyncOptions {
   retryPauseMs?: number;
   /** Stop starting taxpayers; those running finish their attempt. */
   signal?: AbortSignal;
+  /** Awaited before every TWS request: takes a token of the shared TWS rate limit. */
+  beforeRequest?: () => Promise<void>;
   onProgress?: (progress: DirectSyncProgress) => void;
 }
 
@@ -90,7 +92,8 @@ async function syncWithRetries(sync: MailboxSync, taxpayerId: number, tries: num
   let rateLimitWaits = 0;
   for (let attempt = 1; ; ) {
     try {
-      const outcome = await sync.syncTaxpayer(taxpayerId, { signal: options.signal, finalAttempt: attempt >= tries });
+      await options.beforeRequest?.();
+      const outcome = await sync.syncTaxpayer(taxpayerId, { signal: options.signal, finalAttempt: attempt >= tries, beforeNextRequest: options.beforeRequest });
       return outcome.status === 'synced' ? { status: 'synced', messages: outcome.messages } : { status: 'skipped' };
     } catch (error) {
       if (!(error instanceof MailboxSyncError)) throw error;

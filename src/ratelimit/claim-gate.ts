@@ -42,6 +42,8 @@ export class ClaimGate {
   /** key → local time (Date.now()) before which asking the database is pointless. */
   private readonly closedUntil = new Map<string, number>();
   private readonly anyLimitedType: boolean;
+  /** Tokens each running job holds, stamped again when it ends (see release). */
+  private readonly held = new Map<number, Array<{ limit: ResolvedRateLimit; stampedAt: string; count: number }>>();
 
   constructor(
     private readonly limiter: RateLimiter,
@@ -116,9 +118,34 @@ export class ClaimGate {
       throw error;
     }
     const strays = await this.settle(plan, claimed);
+    for (const grant of plan.grants) {
+      if (!grant.stampedAt) continue;
+      for (const job of claimed) if (job.queue === grant.queue && !strays.includes(job)) this.hold(job.id, grant.limit, grant.stampedAt, 1);
+    }
     if (strays.length === 0) return { run: claimed, waiting: [] };
     const { admitted, waiting } = await this.admit(strays);
     return { run: claimed.filter((job) => !strays.includes(job) || admitted.includes(job)), waiting };
+  }
+
+  /**
+   * A job has ended: the tokens it held are stamped again with the time it ended. A slot then frees
+   * one window after the job that used it finished, so the requests it made (all before its end)
+   * are a full window apart from the next use, whatever the delay between token and request.
+   * Never throws: at worst a slot keeps its first stamp.
+   */
+  async release(jobId: number): Promise<void> {
+    const tokens = this.held.get(jobId);
+    if (!tokens) return;
+    this.held.delete(jobId);
+    for (const { limit, stampedAt, count } of tokens) {
+      await this.limiter.restamp(limit, stampedAt, count).catch(() => undefined);
+    }
+  }
+
+  private hold(jobId: number, limit: ResolvedRateLimit, stampedAt: string, count: number): void {
+    const tokens = this.held.get(jobId) ?? [];
+    tokens.push({ limit, stampedAt, count });
+    this.held.set(jobId, tokens);
   }
 
   /** Takes tokens for the rate-limited queues among `queues`, at most `wanted` each. */
@@ -183,6 +210,7 @@ export class ClaimGate {
     for (const { limit, jobs: group } of byKey.values()) {
       const acquired = await this.limiter.acquire(limit, group.length);
       admitted.push(...group.slice(0, acquired.granted));
+      for (const job of group.slice(0, acquired.granted)) this.hold(job.id, limit, acquired.stampedAt!, 1);
       if (acquired.granted < group.length) {
         this.closeFor(limit.key, acquired.nextInMs);
         waiting.push({ jobs: group.slice(acquired.granted), delayMs: Math.max(1, acquired.nextInMs), key: limit.key });
@@ -192,7 +220,7 @@ export class ClaimGate {
   }
 
   /** `ctx.rateLimit` for a job of this type, or undefined if it has no rate limit. */
-  contextFor(definition: JobDefinition, signal: AbortSignal): JobRateLimit | undefined {
+  contextFor(definition: JobDefinition, signal: AbortSignal, jobId: number): JobRateLimit | undefined {
     const limit = limitOf(definition);
     if (!limit) return undefined;
     return {
@@ -206,6 +234,7 @@ export class ClaimGate {
         while (needed > 0) {
           signal.throwIfAborted();
           const acquired = await this.limiter.acquire(limit, needed);
+          if (acquired.granted > 0) this.hold(jobId, limit, acquired.stampedAt!, acquired.granted);
           needed -= acquired.granted;
           if (needed > 0) await abortableSleep(Math.max(5, acquired.nextInMs), signal);
         }

@@ -5,6 +5,7 @@ import { withDatabaseRetry } from '../db/retry.js';
 import { parseDuration, type Duration } from '../duration.js';
 import { NEVER_USED } from '../../migrations/20261128000005_rate_limits_batches_schedule.js';
 import { windowMs, type ResolvedRateLimit } from './rate-limit.js';
+import { sleep } from '../sleep.js';
 
 export interface Acquired {
   /** Tokens taken: 0..n. */
@@ -67,6 +68,19 @@ export class RateLimiter {
   }
 
   /**
+   * Waits until `n` tokens are taken (sleeping until the next one frees, as the database says),
+   * for callers outside a worker, e.g. the mailbox sync's direct mode. Rejects if `signal` aborts.
+   */
+  async take(limit: ResolvedRateLimit, n = 1, signal?: AbortSignal): Promise<void> {
+    for (let needed = n; needed > 0; ) {
+      signal?.throwIfAborted();
+      const acquired = await this.acquire(limit, needed);
+      needed -= acquired.granted;
+      if (needed > 0) await sleep(Math.max(5, acquired.nextInMs), signal);
+    }
+  }
+
+  /**
    * Gives back `n` tokens taken at `stampedAt` and not used (a claim found fewer jobs than tokens).
    * Any slot with that exact stamp will do: slots with equal stamps are interchangeable.
    */
@@ -74,6 +88,18 @@ export class RateLimiter {
     if (n <= 0) return;
     await withDatabaseRetry(() =>
       this.knex.raw(`UPDATE ${this.table} SET used_at = ? WHERE limit_key = ? AND used_at = ? LIMIT ?`, [NEVER_USED, limit.key, stampedAt, n]),
+    );
+  }
+
+  /**
+   * Stamps `n` tokens taken at `stampedAt` again, now: the job that used them has ended, so
+   * their window starts from its end, however late its requests went out. Only ever moves a
+   * slot later (a slot since paused further keeps its pause).
+   */
+  async restamp(limit: ResolvedRateLimit, stampedAt: string, n: number): Promise<void> {
+    if (n <= 0) return;
+    await withDatabaseRetry(() =>
+      this.knex.raw(`UPDATE ${this.table} SET used_at = NOW(3) WHERE limit_key = ? AND used_at = ? LIMIT ?`, [limit.key, stampedAt, n]),
     );
   }
 

@@ -387,7 +387,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private start(job: ClaimedJob): void {
     this.claimedCount++;
-    const attempt = startAttempt(job, this.registry, this.logger, (definition, signal) => ({ rateLimit: this.gate.contextFor(definition, signal) }));
+    const attempt = startAttempt(job, this.registry, this.logger, (definition, signal) => ({ rateLimit: this.gate.contextFor(definition, signal, job.id) }));
     this.running.set(job.id, attempt);
     this.stats.running = this.running.size;
     this.emit('job:started', job);
@@ -395,6 +395,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     void attempt.outcome
       .then((outcome) => this.finish(attempt, outcome, Date.now() - startedAt))
       .catch((error: unknown) => this.logger.error({ err: error, jobId: job.id }, 'could not record job outcome; its lease will return it'))
+      .then(() => this.gate.release(job.id))
       .finally(() => {
         this.running.delete(job.id);
         this.stats.running = this.running.size;

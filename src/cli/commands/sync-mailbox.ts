@@ -5,6 +5,7 @@ import { estimateDurationMs, runningWorkerCapacity, type WorkerCapacity } from '
 import { groupFailures, syncMailboxesDirectly, type DirectSyncResult } from '../../mailbox/direct.js';
 import { dispatchMailboxSync, selectTaxpayers, type QueueSyncResult } from '../../mailbox/dispatch.js';
 import { mailboxSyncFor, twsRateLimit } from '../../mailbox/register.js';
+import { resolveRateLimit } from '../../ratelimit/rate-limit.js';
 import type { FailureReason, TaxpayerFilter } from '../../mailbox/store.js';
 import { describeFailureCode, shortFailureMessage } from '../../mailbox/sync.js';
 import type { Mailq } from '../../mailq.js';
@@ -152,8 +153,11 @@ async function directMode(context: CommandContext, mq: Mailq, filter: TaxpayerFi
   const progress = createProgress(context.output, 'Syncing', ids.length);
   let result: DirectSyncResult;
   try {
+    const limit = twsRateLimit(context.settings.tws.rateLimit);
     result = await syncMailboxesDirectly(sync, ids, {
       concurrency,
+      // Direct mode shares the workers' TWS limit: a run here never adds to a queue run's requests.
+      beforeRequest: limit && (() => mq.rateLimits.take(resolveRateLimit(limit), 1, stop.signal)),
       tries: context.settings.mailbox.tries,
       signal: stop.signal,
       onProgress: ({ done, synced, failed }) => progress.update(done, `synced ${synced}, failed ${failed}`),

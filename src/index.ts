@@ -15,16 +15,6 @@
 export { createMailq, Mailq, type MailqOptions } from './mailq.js';
 export { defineJob, isJobDefinition, jobsFromModule, JobRegistry, type JobDefinition, type JobContext, type JobOptions } from './job.js';
 export type { DispatchOptions } from './queue/rows.js';
-export type { UniqueOption } from './queue/unique.js';
-export { RateLimiter, type Acquired } from './ratelimit/limiter.js';
-export { resolveRateLimit, type RateLimitOption, type ResolvedRateLimit } from './ratelimit/rate-limit.js';
-export type { JobRateLimit } from './ratelimit/claim-gate.js';
-export { BatchStore, followBatch, type ListBatchesOptions, type CancelledBatch } from './batch/store.js';
-export type { Batch, BatchState, BatchOptions, BatchCallback, BatchJob, BatchSummary, CreatedBatch } from './batch/batch.js';
-export { captureBatches } from './batch/capture.js';
-export { Scheduler, type CommandRunner, type SchedulerOptions, type SlotOutcome, type SlotResult } from './schedule/scheduler.js';
-export { ScheduleRuns, type ScheduleRun, type RunStatus } from './schedule/runs.js';
-export { scheduleEntrySchema, splitCommandLine, type ScheduleEntry, type ScheduleEntryInput } from './schedule/entry.js';
 export type { DispatchOneOptions, DispatchManyOptions, DispatchedJob, DispatchManyResult } from './queue/dispatcher.js';
 export { Worker, newWorkerId, type WorkerOptions, type WorkerStats, type WorkerStopReason, type WorkerEvents } from './worker/worker.js';
 export type { ClaimedJob } from './worker/claimed-job.js';
@@ -52,9 +42,21 @@ export type { RestartPolicyOptions } from './supervisor/restart-policy.js';
 export { supervisedIdentity, followSupervisor, type SupervisedIdentity } from './supervisor/supervised-child.js';
 export { parseBytes, formatBytes } from './bytes.js';
 
+// Protecting TWS and following the night: rate limits, unique jobs, batches, the schedule.
+export type { UniqueOption } from './queue/unique.js';
+export { RateLimiter, type Acquired } from './ratelimit/limiter.js';
+export { resolveRateLimit, type RateLimitOption, type ResolvedRateLimit } from './ratelimit/rate-limit.js';
+export type { JobRateLimit } from './ratelimit/claim-gate.js';
+export { BatchStore, followBatch, type ListBatchesOptions, type CancelledBatch } from './batch/store.js';
+export type { Batch, BatchState, BatchOptions, BatchCallback, BatchJob, BatchSummary, CreatedBatch } from './batch/batch.js';
+export { captureBatches } from './batch/capture.js';
+export { Scheduler, type CommandRunner, type SchedulerOptions, type SlotOutcome, type SlotResult } from './schedule/scheduler.js';
+export { ScheduleRuns, type ScheduleRun, type RunStatus } from './schedule/runs.js';
+export { scheduleEntrySchema, splitCommandLine, type ScheduleEntry, type ScheduleEntryInput } from './schedule/entry.js';
+
 // The mailbox sync (the nightly TWS workload mailq ships with).
 export { MailboxSync, createMailboxSync, MailboxSyncError, describeFailureCode, shortFailureMessage, type MailboxSyncOptions, type TwsConnection, type SyncOutcome, type SyncAttemptOptions } from './mailbox/sync.js';
-export { mailboxSyncJob, mailboxSyncPayload, MAILBOX_SYNC_JOB, MAILBOX_SYNC_QUEUE, type MailboxSyncJobOptions, type MailboxSyncPayload } from './mailbox/job.js';
+export { mailboxSyncJob, mailboxSyncPayload, MAILBOX_SYNC_JOB, MAILBOX_SYNC_QUEUE, TWS_RATE_LIMIT_KEY, type MailboxSyncJobOptions, type MailboxSyncPayload } from './mailbox/job.js';
 export { dispatchMailboxSync, type QueueSyncOptions, type QueueSyncResult } from './mailbox/dispatch.js';
 export { syncMailboxesDirectly, groupFailures, type DirectSyncOptions, type DirectSyncResult, type DirectSyncFailure, type DirectSyncProgress } from './mailbox/direct.js';
 export { MailboxStore, type Taxpayer, type TaxpayerFilter, type NewTaxpayer, type SyncStatus, type FailureReason } from './mailbox/store.js';

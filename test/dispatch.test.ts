@@ -138,7 +138,7 @@ describe('dispatchMany', () => {
     const progress: Array<[number, number]> = [];
     const result = await mq.dispatchMany(greet, payloads, { chunkSize: 1_000, queue: 'bulk', priority: 2, onProgress: (written, total) => progress.push([written, total]) });
 
-    expect(result).toEqual({ dispatched: 2_500, queue: 'bulk' });
+    expect(result).toEqual({ dispatched: 2_500, skipped: 0, queue: 'bulk' });
     expect(progress).toEqual([
       [1_000, 2_500],
       [2_000, 2_500],

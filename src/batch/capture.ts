@@ -5,6 +5,9 @@ const created = new AsyncLocalStorage<string[]>();
 /**
  * Runs `work` and collects the ids of the batches it creates, however deep in its call chain (the
  * scheduler learns which batch a command like `sync-mailbox --queue` started, for withoutOverlapping).
+ *
+ * @example
+ * const { batchIds } = await captureBatches(() => dispatchMailboxSync(mq));
  */
 export async function captureBatches<T>(work: () => Promise<T>): Promise<{ result: T; batchIds: string[] }> {
   const batchIds: string[] = [];

@@ -28,7 +28,15 @@ export interface CancelledBatch {
 
 const CALLBACK_NAMES = ['then', 'catch', 'finally'] as const;
 
-/** Batches: create (the batch row and its jobs in one transaction), read, list, cancel. */
+/**
+ * Batches: create (the batch row and its jobs in one transaction), read, list, cancel.
+ *
+ * @example
+ * const { id } = await mq.batch(syncMailbox, payloads, { name: 'nightly', finally: { job: 'report' } });
+ * const batch = await mq.batches.find(id);      // { total, pending, failed, progress, state, … }
+ * const running = await mq.batches.list({ running: true });
+ * await mq.batches.cancel(id);                  // waiting jobs removed, running ones finish
+ */
 export class BatchStore {
   constructor(
     private readonly knex: Knex,
@@ -152,6 +160,9 @@ function stripUndefined<T extends object>(values: T): Partial<T> {
 /**
  * Polls a batch until it finishes (or `signal` aborts), calling `onChange` whenever its counts
  * move. Resolves with the last state read.
+ *
+ * @example
+ * const done = await followBatch(mq.batches, id, { onChange: (b) => console.log(`${b.processed}/${b.total}`) });
  */
 export async function followBatch(
   batches: Pick<BatchStore, 'find'>,

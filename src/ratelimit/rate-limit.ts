@@ -28,6 +28,13 @@ export function windowMs(limit: ResolvedRateLimit): number {
   return limit.perMs + limit.marginMs;
 }
 
+/**
+ * Validates a rate limit and fills in its margin; what RateLimiter takes.
+ *
+ * @example
+ * const tws = resolveRateLimit({ key: 'tws-api', limit: 100, per: '1m' }); // { …, perMs: 60000, marginMs: 1000 }
+ * await mq.rateLimits.take(tws);
+ */
 export function resolveRateLimit(option: RateLimitOption, owner = 'rateLimit'): ResolvedRateLimit {
   if (!option || typeof option.key !== 'string' || option.key.length === 0 || option.key.length > 191) {
     throw new TypeError(`${owner}: key must be a non-empty string of at most 191 characters`);

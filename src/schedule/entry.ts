@@ -9,6 +9,9 @@ const LONG_RUNNING = new Set(['work', 'schedule', 'schedule:run']);
  * One schedule entry, as written in the config file:
  * `{ cron: '0 2 * * *', timezone: 'America/Lima', run: 'sync-mailbox --queue', withoutOverlapping: true }`.
  * `run` is a mailq command line (without `mailq`), run in the scheduler's process.
+ *
+ * @example
+ * const entry = scheduleEntrySchema.parse({ cron: '0 2 * * *', run: 'sync-mailbox --queue' });
  */
 export const scheduleEntrySchema = z
   .object({
@@ -53,7 +56,12 @@ export function nextSlot(entry: ScheduleEntry, now: Date): Date {
   return CronExpressionParser.parse(entry.cron, { currentDate: now, tz: entry.timezone }).next().toDate();
 }
 
-/** Splits a command line into argv like a shell would for plain words and quotes (no expansion). */
+/**
+ * Splits a command line into argv like a shell would for plain words and quotes (no expansion).
+ *
+ * @example
+ * splitCommandLine(`dispatch greet '{"to":"Ana"}'`); // ['dispatch', 'greet', '{"to":"Ana"}']
+ */
 export function splitCommandLine(line: string): string[] {
   const args: string[] = [];
   let current = '';

@@ -21,7 +21,13 @@ export interface ScheduleRun {
 /** A run without a batch that never recorded its end (its scheduler died) stops counting as running after this. */
 const STALE_RUN_HOURS = 24;
 
-/** The `schedule_runs` table: one row per entry and slot, inserted before the slot fires. */
+/**
+ * The `schedule_runs` table: one row per entry and slot, inserted before the slot fires.
+ *
+ * @example
+ * const runs = new ScheduleRuns(mq.knex, mq.tables);
+ * const latest = await runs.latest(['nightly-sync'], 5); // the last five slots and how they went
+ */
 export class ScheduleRuns {
   constructor(
     private readonly knex: Knex,

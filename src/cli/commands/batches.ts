@@ -1,4 +1,3 @@
-import cliProgress from 'cli-progress';
 import { defineCommand } from '../command.js';
 import { formatTime, json, summaryTable, table, truncate } from '../output.js';
 import type { Output } from '../output.js';
@@ -6,6 +5,7 @@ import { MailqError } from '../../errors.js';
 import { parseDuration } from '../../duration.js';
 import type { Batch } from '../../batch/batch.js';
 import { followBatch } from '../../batch/store.js';
+import { createProgress } from '../progress.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -60,7 +60,7 @@ export const batchCommand = defineCommand({
       const onSignal = () => stop.abort();
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
-      const view = argv.json ? jsonLines(output) : output.isTTY ? progressBar(batch) : plainLines(output);
+      const view = argv.json ? jsonLines(output) : progressView(output, batch);
       try {
         batch = await followBatch(mq.batches, id, { intervalMs: parseInterval(argv.interval), signal: stop.signal, onChange: view.update });
       } finally {
@@ -70,9 +70,9 @@ export const batchCommand = defineCommand({
       }
       if (argv.json) return;
     } else if (output.isTTY && !batch.finishedAt) {
-      const bar = progressBar(batch);
-      bar.update(batch);
-      bar.stop();
+      const view = progressView(output, batch);
+      view.update(batch);
+      view.stop();
     }
     output.out(describeBatch(batch));
   },
@@ -118,17 +118,10 @@ interface View {
   stop(): void;
 }
 
-function progressBar(batch: Batch): View {
-  const bar = new cliProgress.SingleBar(
-    { format: `${batch.name || batch.id} [{bar}] {percentage}% | {value}/{total} | failed {failed} | ETA {eta_formatted}`, stream: process.stdout, hideCursor: true },
-    cliProgress.Presets.shades_classic,
-  );
-  bar.start(batch.total, batch.processed, { failed: batch.failed });
-  return { update: (current) => bar.update(current.processed, { failed: current.failed }), stop: () => bar.stop() };
-}
-
-function plainLines(output: Output): View {
-  return { update: (batch) => output.out(`batch ${batch.id}: ${progressText(batch)} done, ${batch.failed} failed, ${batch.state}`), stop: () => undefined };
+/** A bar on a terminal, a line per tenth elsewhere (the CLI's one progress display). */
+function progressView(output: Output, batch: Batch): View {
+  const progress = createProgress(output, batch.name || `batch ${batch.id}`, batch.total);
+  return { update: (current) => progress.update(current.processed, `failed ${current.failed}`), stop: () => progress.stop() };
 }
 
 function jsonLines(output: Output): View {

@@ -41,7 +41,6 @@ const CONNECTION_CODES = new Set([
 
 /** The server went away or cannot be reached: workers wait and reconnect instead of dying. */
 export function isConnectionError(error: unknown): boolean {
-  if (error instanceof Error && error.name === 'ClaimReplyLostError') return true;
   const { code, errno, message } = (error ?? {}) as SqlError;
   if (code && CONNECTION_CODES.has(code)) return true;
   if (errno === ER.SERVER_SHUTDOWN || errno === ER.CONNECTION_KILLED || errno === ER.GONE_AWAY || errno === ER.LOST) return true;

@@ -35,6 +35,7 @@ export interface ClaimDefaults {
   byName?: ReadonlyMap<string, JobDefaults>;
 }
 
+/** `row` is read after its reservation: its `attempts` already counts this run. */
 export function toClaimedJob(row: Record<string, unknown>, defaults: ClaimDefaults): ClaimedJob {
   const own = defaults.byName?.get(String(row.name));
   return {
@@ -43,7 +44,7 @@ export function toClaimedJob(row: Record<string, unknown>, defaults: ClaimDefaul
     queue: String(row.queue),
     name: String(row.name),
     payload: row.payload,
-    attempt: Number(row.attempts) + 1,
+    attempt: Number(row.attempts),
     maxAttempts: row.max_attempts == null ? (own?.maxAttempts ?? defaults.maxAttempts) : Number(row.max_attempts),
     backoff: row.backoff == null ? (own?.backoff ?? null) : parseJsonColumn<BackoffPlan>(row.backoff),
     timeoutMs: row.timeout_ms == null ? (own?.timeoutMs ?? defaults.timeoutMs) : Number(row.timeout_ms),

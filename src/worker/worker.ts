@@ -344,14 +344,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /** Deadlocks are retried; a claim whose reply was lost is undone once the database answers again. */
-  private async recoverLostClaim<T>(claim: () => Promise<T>): Promise<T> {
+  private async recoverLostClaim(claim: () => Promise<ClaimedJob[]>): Promise<ClaimedJob[]> {
     try {
       return await withDatabaseRetry(claim);
     } catch (error) {
-      if (error instanceof ClaimReplyLostError) {
-        void this.persist('undo lost claim', () => this.rows.defer(error.jobIds, this.id, 0, 'put back: the claim reply was lost'));
-      }
-      throw error;
+      if (!(error instanceof ClaimReplyLostError)) throw error;
+      // Awaited, so no new claim can be reserved (and wrongly put back) before this runs.
+      await this.persist('undo lost claim', () => this.rows.putBackUnknownReservations(this.id, [...this.running.keys()]));
+      return [];
     }
   }
 

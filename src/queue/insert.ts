@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import mysql from 'mysql2';
 import { NEW_JOB_COLUMNS, type NewJobRow } from './rows.js';
 
 /**
@@ -9,6 +10,16 @@ import { NEW_JOB_COLUMNS, type NewJobRow } from './rows.js';
 export function insertJobRows(db: Knex | Knex.Transaction, jobsTable: string, rows: NewJobRow[], delayMs: number, options: { skipDuplicates?: boolean } = {}): Promise<unknown> {
   const { sql, bindings } = insertJobRowsSql(jobsTable, rows, delayMs, options);
   return db.raw(sql, bindings);
+}
+
+/**
+ * The multi-row INSERT with its values already escaped (mysql2's own escaping), ready to send as
+ * is: knex would otherwise scan the statement for placeholders once more, and bulk dispatch builds
+ * the next statement while the previous one runs (see Dispatcher.insertRows).
+ */
+export function formattedInsertJobRows(jobsTable: string, rows: NewJobRow[], delayMs: number, options: { skipDuplicates?: boolean } = {}): string {
+  const { sql, bindings } = insertJobRowsSql(jobsTable, rows, delayMs, options);
+  return mysql.format(sql, bindings);
 }
 
 /** The multi-row INSERT as text and bindings, for callers that send it on their own connection. */

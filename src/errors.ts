@@ -1,3 +1,5 @@
+import { parseDuration, type Duration } from './duration.js';
+
 /**
  * Errors the CLI turns into one clear line and an exit code, instead of a stack trace.
  * `exitCode` 2 means "you asked for something invalid"; 1 means "it could not be done".
@@ -39,10 +41,11 @@ export class PermanentError extends Error {
  */
 export class DeferJobError extends Error {
   readonly delayMs: number;
-  constructor(delayMs: number, reason = 'deferred') {
+  /** `delay` as everywhere in mailq: a number of seconds, or a string with a unit ('500ms', '2m'). */
+  constructor(delay: Duration, reason = 'deferred') {
     super(reason);
     this.name = 'DeferJobError';
-    this.delayMs = Math.max(0, Math.round(delayMs));
+    this.delayMs = Math.max(0, parseDuration(delay));
   }
 }
 

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { connect } from './db/connection.js';
 import { tableNames, type TableNames, type TableOverrides } from './db/tables.js';
-import { InvalidJobError } from './errors.js';
+import { ConfigError, InvalidJobError } from './errors.js';
 import { FailedJobs } from './failed/store.js';
 import { JobRegistry, type JobDefinition } from './job.js';
 import { createLogger } from './logger.js';
@@ -78,6 +78,7 @@ export class Mailq {
 
   constructor(options: MailqOptions) {
     if (!options.knex && !options.databaseUrl) throw new InvalidJobError('createMailq needs a databaseUrl or a knex instance');
+    if (options.knex) assertUsableKnex(options.knex);
     this.knex = options.knex ?? connect(options.databaseUrl!, { poolMax: options.poolMax });
     this.ownsKnex = !options.knex;
     this.tables = tableNames(options.tablePrefix, options.tables);
@@ -186,4 +187,18 @@ export class Mailq {
 
 export function createMailq(options: MailqOptions): Mailq {
   return new Mailq(options);
+}
+
+/**
+ * A caller's knex must be set up as mailq's own `connect()` does: the claim sends START TRANSACTION
+ * with its SELECT in one round trip, and queue times are read in UTC. Say so now, not at the first claim.
+ */
+function assertUsableKnex(knex: Knex): void {
+  const config = (knex.client as { config?: { client?: unknown; connection?: unknown } }).config;
+  const connection = config?.connection;
+  if (typeof connection !== 'object' || connection === null) return;
+  const { multipleStatements, timezone } = connection as { multipleStatements?: boolean; timezone?: string };
+  if (multipleStatements !== true || (timezone !== 'Z' && timezone !== '+00:00')) {
+    throw new ConfigError("createMailq({ knex }): the knex connection needs multipleStatements: true and timezone: 'Z' (or use createMailq({ databaseUrl }) or mailq's connect(url))");
+  }
 }

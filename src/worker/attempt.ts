@@ -91,7 +91,7 @@ function jobContext(job: ClaimedJob, signal: AbortSignal, logger: Logger): JobCo
       return (jobLogger ??= logger.child({ jobId: job.id, job: job.name, attempt: job.attempt }));
     },
     defer(delay: Duration, reason?: string): never {
-      throw new DeferJobError(parseDuration(delay), reason);
+      throw new DeferJobError(delay, reason);
     },
   };
 }

@@ -62,7 +62,8 @@ export function startAttempt(job: ClaimedJob, registry: JobRegistry, logger: Log
 
     // A timeout of 0 means "no timeout", as in Laravel.
     const timer = job.timeoutMs > 0 ? setTimeout(() => controller.abort(new JobTimeoutError(job.timeoutMs)), job.timeoutMs) : undefined;
-    const context = { ...jobContext(job, controller.signal, logger), ...extend?.(definition, controller.signal) };
+    // Assigned, not spread: spreading would call the lazy `logger` getter for every job.
+    const context = Object.assign(jobContext(job, controller.signal, logger), extend?.(definition, controller.signal));
     const handler = Promise.resolve().then(() => definition.handle(payload, context));
     handlerSettled = handler.then(
       () => undefined,

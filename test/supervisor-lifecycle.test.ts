@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../dist/src/cli/main.js';
-import { killIfRunning, RECORDING_JOBS, startCli, waitFor, type CliProcess } from './support/processes.js';
+import { killIfRunning, startCli, waitFor, type CliProcess } from './support/processes.js';
+import { liveWorkers, recordingWork, supervisorLogs } from './support/supervisor.js';
 import { recordingDatabase, type RecordingDatabase } from './support/recording.js';
 
 // Real supervisors with real worker processes (compiled JS from dist: build first).
@@ -9,18 +10,8 @@ let rec: RecordingDatabase;
 let supervisor: CliProcess | undefined;
 
 const quiet = { out: () => undefined, err: () => undefined, isTTY: false };
-const work = (queue: string, ...flags: string[]) => ['work', `--queue=${queue}`, '--jobs', RECORDING_JOBS, '--heartbeat=200ms', '--sleep=20ms', ...flags];
+const work = recordingWork;
 
-async function liveWorkers(count: number) {
-  return waitFor(`${count} registered worker processes`, async () => {
-    const rows = await rec.workers();
-    return rows.length === count ? rows : undefined;
-  });
-}
-
-function supervisorLogs(cli: CliProcess) {
-  return cli.logs().filter((line) => line.supervisor !== undefined);
-}
 
 beforeAll(async () => {
   rec = await recordingDatabase('supervisor lifecycle');
@@ -38,7 +29,7 @@ afterAll(async () => {
 describe('mailq work --processes', { timeout: 120_000 }, () => {
   it('mailq restart: every worker process finishes and is replaced exactly once', async () => {
     supervisor = startCli(work('restart', '--processes=3'), rec.env);
-    const first = await liveWorkers(3);
+    const first = await liveWorkers(rec, 3);
     expect(new Set(first.map((row) => row.pid)).size).toBe(3);
     expect(first.every((row) => row.supervisor_id === first[0]!.supervisor_id)).toBe(true);
 
@@ -65,10 +56,10 @@ describe('mailq work --processes', { timeout: 120_000 }, () => {
 
   it('SIGHUP reloads the worker processes one by one, each after the previous replacement is ready', async () => {
     supervisor = startCli(work('reload', '--processes=2'), rec.env);
-    const first = await liveWorkers(2);
+    const first = await liveWorkers(rec, 2);
     supervisor.child.kill('SIGHUP');
     await waitFor('the reload to finish', () => supervisorLogs(supervisor!).some((line) => line.msg === 'reload done'), 30_000);
-    const second = await liveWorkers(2);
+    const second = await liveWorkers(rec, 2);
     expect(second.filter((row) => first.some((old) => old.id === row.id))).toEqual([]);
 
     const steps = supervisorLogs(supervisor)
@@ -82,7 +73,7 @@ describe('mailq work --processes', { timeout: 120_000 }, () => {
 
   it('pause stops supervised workers claiming from a queue; resume lets them drain it', async () => {
     supervisor = startCli(work('paused', '--processes=2'), rec.env);
-    await liveWorkers(2);
+    await liveWorkers(rec, 2);
     expect(await main(['pause', 'paused', '--database-url', rec.db.url], quiet)).toBe(0);
     const { paused_at: pausedAt } = await rec.mq.knex(rec.mq.tables.queueControls).where({ queue: 'paused' }).first();
     // Two beats after the pause, every worker has read it.

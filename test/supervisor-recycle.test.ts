@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { killIfRunning, RECORDING_JOBS, startCli, waitFor, type CliProcess } from './support/processes.js';
+import { killIfRunning, startCli, waitFor, type CliProcess } from './support/processes.js';
+import { recordingWork, supervisorLogs } from './support/supervisor.js';
 import { recordingDatabase, type RecordingDatabase } from './support/recording.js';
 
 // Worker processes that end (a stuck handler, a crash, --max-jobs, --memory) and the supervisor
@@ -11,8 +12,7 @@ const CRASHING_JOBS = fileURLToPath(new URL('./fixtures/crashing-jobs.mjs', impo
 let rec: RecordingDatabase;
 let supervisor: CliProcess | undefined;
 
-const work = (queue: string, ...flags: string[]) => ['work', `--queue=${queue}`, '--jobs', RECORDING_JOBS, '--heartbeat=200ms', '--sleep=20ms', ...flags];
-const supervisorLogs = (cli: CliProcess) => cli.logs().filter((line) => line.supervisor !== undefined);
+const work = recordingWork;
 const drained = (queue: string) => async () => (await rec.count(rec.mq.tables.jobs, (query) => query.where({ queue }))) === 0;
 
 async function stopSupervisor(): Promise<void> {

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseJsonColumn } from '../src/db/json.js';
-import { killIfRunning, RECORDING_JOBS, startCli, waitFor, type CliProcess } from './support/processes.js';
+import { killIfRunning, startCli, waitFor, type CliProcess } from './support/processes.js';
+import { liveWorkers, recordingWork, supervisorLogs } from './support/supervisor.js';
 import { recordingDatabase, type RecordingDatabase } from './support/recording.js';
 
 // Stopping a supervisor: SIGTERM within the stop wait, a kill when a worker overstays, a forced
@@ -9,18 +10,8 @@ import { recordingDatabase, type RecordingDatabase } from './support/recording.j
 let rec: RecordingDatabase;
 let supervisor: CliProcess | undefined;
 
-const work = (queue: string, ...flags: string[]) => ['work', `--queue=${queue}`, '--jobs', RECORDING_JOBS, '--heartbeat=200ms', '--sleep=20ms', ...flags];
+const work = recordingWork;
 
-async function liveWorkers(count: number) {
-  return waitFor(`${count} registered worker processes`, async () => {
-    const rows = await rec.workers();
-    return rows.length === count ? rows : undefined;
-  });
-}
-
-function supervisorLogs(cli: CliProcess) {
-  return cli.logs().filter((line) => line.supervisor !== undefined);
-}
 
 beforeAll(async () => {
   rec = await recordingDatabase('supervisor stop');
@@ -38,7 +29,7 @@ afterAll(async () => {
 describe('stopping', { timeout: 120_000 }, () => {
   it('SIGTERM: jobs that finish within the stop wait complete, the others go back without counting the attempt, and the supervisor exits well before they would have finished', async () => {
     supervisor = startCli(work('term', '--processes=2', '--concurrency=2', '--stop-wait=2s'), rec.env);
-    await liveWorkers(2);
+    await liveWorkers(rec, 2);
     await rec.mq.dispatchMany('record', [{ key: 'long-1', ms: 30_000 }, { key: 'long-2', ms: 30_000 }, { key: 'short-1', ms: 800 }, { key: 'short-2', ms: 800 }], { queue: 'term', tries: 3 });
     await waitFor('all four jobs running', async () => (await rec.count(rec.mq.tables.jobs, (query) => query.where({ queue: 'term' }).whereNotNull('reserved_at'))) === 4);
 
@@ -62,7 +53,7 @@ describe('stopping', { timeout: 120_000 }, () => {
 
   it('a worker process that does not stop within the stop wait is killed, and its job goes back to the queue at once', async () => {
     supervisor = startCli(work('busy', '--supervise', '--stop-wait=1s'), rec.env);
-    await liveWorkers(1);
+    await liveWorkers(rec, 1);
     const { id } = await rec.mq.dispatch('record', { key: 'busy', busyMs: 20_000 }, { queue: 'busy', tries: 3 });
     await waitFor('the blocking job to start', async () => (await rec.runs({ job_key: 'busy' })).length === 1);
 
@@ -80,7 +71,7 @@ describe('stopping', { timeout: 120_000 }, () => {
 
   it('a second SIGTERM kills the workers at once (exit 130) and returns their jobs', async () => {
     supervisor = startCli(work('forced', '--supervise', '--stop-wait=30s'), rec.env);
-    await liveWorkers(1);
+    await liveWorkers(rec, 1);
     const { id } = await rec.mq.dispatch('record', { key: 'forced', ms: 60_000 }, { queue: 'forced', tries: 3 });
     await waitFor('the job to start', async () => (await rec.runs({ job_key: 'forced' })).length === 1);
 
@@ -96,7 +87,7 @@ describe('stopping', { timeout: 120_000 }, () => {
 
   it('worker processes whose supervisor was killed with -9 stop by themselves', async () => {
     supervisor = startCli(work('orphans', '--processes=2'), rec.env);
-    const workers = await liveWorkers(2);
+    const workers = await liveWorkers(rec, 2);
     supervisor.child.kill('SIGKILL');
     await supervisor.exited;
     await waitFor('the orphaned workers to unregister', async () => (await rec.workers()).length === 0);

@@ -21,9 +21,25 @@ export function createLogger(options: CreateLoggerOptions = {}): Logger {
     level: options.level ?? 'info',
     base: { pid: process.pid },
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+    serializers: { err: serializeError },
   };
   if (pretty && !options.destination) {
     return pino({ ...base, transport: { target: 'pino-pretty', options: { destination: 2, colorize: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss.l' } } });
   }
   return pino(base, (options.destination as pino.DestinationStream | undefined) ?? pino.destination(2));
+}
+
+/**
+ * knex puts the whole statement in a failed query's message (and mysql2 in `sql`): with bulk
+ * statements that is kilobytes of values per log line. Keep the server's own message and codes.
+ */
+export function serializeError(error: unknown): unknown {
+  const serialized = pino.stdSerializers.err(error as Error) as unknown as Record<string, unknown>;
+  if (!serialized || typeof serialized !== 'object') return serialized;
+  const { sql, ...rest } = serialized;
+  const sqlMessage = rest.sqlMessage;
+  if (sql === undefined && sqlMessage === undefined) return serialized;
+  const message = typeof sqlMessage === 'string' ? sqlMessage : rest.message;
+  const stack = typeof rest.stack === 'string' ? rest.stack.split('\n').filter((line) => /^\s+at /.test(line)).join('\n') : rest.stack;
+  return { ...rest, message, stack };
 }

@@ -183,17 +183,6 @@ export class JobRows {
     return this.knex.transaction((trx) => moveJobToFailed(trx, this.tables, id, workerId, exception));
   }
 
-  /** Returns every job a worker holds to the queue, e.g. after its process died. Attempts stay counted. */
-  async releaseWorker(workerId: string): Promise<number> {
-    const [result] = (await this.knex.raw(
-      `UPDATE ${this.jobs} SET reserved_at = NULL, reserved_by = NULL, lease_until = NULL, available_at = NOW(3),
-         last_error = 'worker stopped while running this job'
-       WHERE reserved_by = ?`,
-      [workerId],
-    )) as [{ affectedRows: number }];
-    return result.affectedRows;
-  }
-
   /**
    * Reservations whose lease ran out (their worker died): back to the queue with the attempt
    * counted, or to failed_jobs when no attempts are left.

@@ -65,10 +65,18 @@ export class Dispatcher {
   async dispatchMany<P, I = P>(job: JobDefinition<P, I> | string, payloads: readonly I[], options: DispatchManyOptions = {}): Promise<DispatchManyResult> {
     const definition = this.resolveJob(job as JobDefinition | string);
     const template = rowTemplate(definition, options);
-    const rows: NewJobRow[] = payloads.map((payload, index) => {
-      const valid = validatePayload(definition, payload, index);
-      return newJobRow(template, valid, uniqueKeyFor(definition, valid, options.unique));
-    });
+    const valid = payloads.map((payload, index) => validatePayload(definition, payload, index));
+    const uniqueKeys = valid.map((payload) => uniqueKeyFor(definition, payload, options.unique));
+    if (uniqueKeys.every((key) => key === null)) {
+      // Rows are built chunk by chunk inside the pipeline, overlapping the database's work.
+      const rows = (function* () {
+        for (const payload of valid) yield newJobRow(template, payload);
+      })();
+      const report = (written: number) => options.onProgress?.(written, valid.length);
+      await this.write(options.transaction, (trx) => this.insertPipelined(trx, chunkRows(rows, options.chunkSize ?? 1000), template.delayMs, report));
+      return { dispatched: valid.length, skipped: 0, queue: template.queue };
+    }
+    const rows = valid.map((payload, index) => newJobRow(template, payload, uniqueKeys[index]));
     const { inserted, skipped } = await this.write(options.transaction, (trx) => this.insertRows(trx, rows, template.delayMs, options));
     return { dispatched: inserted, skipped, queue: template.queue };
   }
@@ -98,7 +106,7 @@ export class Dispatcher {
    * after another on the transaction's connection, but escaping thousands of values no longer
    * adds to the wall time.
    */
-  private async insertPipelined(trx: Knex.Transaction, chunks: NewJobRow[][], delayMs: number, report: (written: number) => void): Promise<void> {
+  private async insertPipelined(trx: Knex.Transaction, chunks: Iterable<NewJobRow[]>, delayMs: number, report: (written: number) => void): Promise<void> {
     let running: Promise<number> | undefined;
     let written = 0;
     for (const chunk of chunks) {

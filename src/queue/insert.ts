@@ -36,7 +36,7 @@ export function insertJobRowsSql(jobsTable: string, rows: NewJobRow[], delayMs: 
 }
 
 /** Splits rows so each INSERT stays far below max_allowed_packet (16 MiB on MariaDB, 64 MiB on MySQL 8). */
-export function* chunkRows(rows: NewJobRow[], maxRows: number, maxBytes = 4 * 1024 * 1024): Generator<NewJobRow[]> {
+export function* chunkRows(rows: Iterable<NewJobRow>, maxRows: number, maxBytes = 4 * 1024 * 1024): Generator<NewJobRow[]> {
   let chunk: NewJobRow[] = [];
   let bytes = 0;
   for (const row of rows) {

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { parseJsonColumn } from '../db/json.js';
 import { withSession } from '../db/session.js';
+import { deleteByIdsSql, placeholders } from '../db/sql.js';
 import { insertJobRowsSql } from '../queue/insert.js';
 import { newJobRow } from '../queue/rows.js';
 import { withSummary, type BatchSummary, type StoredCallbacks } from './batch.js';
@@ -26,7 +27,7 @@ type FinishableRow = { id: string; name: string; total_jobs: number; failed_jobs
 
 function selectFinishableSql(tables: TableNames, batchIds: readonly string[]): string {
   return `SELECT ${FINISH_COLUMNS} FROM \`${tables.jobBatches}\`
-    WHERE id IN (${batchIds.map(() => '?').join(', ')}) AND pending_jobs <= 0 AND finished_at IS NULL ORDER BY id FOR UPDATE`;
+    WHERE id IN (${placeholders(batchIds)}) AND pending_jobs <= 0 AND finished_at IS NULL ORDER BY id FOR UPDATE`;
 }
 
 /**
@@ -42,7 +43,7 @@ export async function completeJobsCountingBatches(knex: Knex, tables: TableNames
   const batchIds = [...byBatch.keys()].sort();
   const statements = ['START TRANSACTION'];
   const bindings: unknown[] = [];
-  const deleteSql = (ids: number[]) => `DELETE FROM \`${tables.jobs}\` WHERE id IN (${ids.map(() => '?').join(', ')})`;
+  const deleteSql = (ids: number[]) => deleteByIdsSql(tables.jobs, ids);
   if (plain.length > 0) {
     statements.push(deleteSql(plain));
     bindings.push(...plain);
@@ -88,7 +89,7 @@ export async function reopenFailedBatchJobs(trx: Knex.Transaction, tables: Table
   if (failedIds.length === 0) return;
   const exec = execOn(trx);
   const rows = (await exec(
-    `SELECT batch_id, uuid FROM \`${tables.failedJobs}\` WHERE id IN (${failedIds.map(() => '?').join(', ')}) AND batch_id IS NOT NULL`,
+    `SELECT batch_id, uuid FROM \`${tables.failedJobs}\` WHERE id IN (${placeholders(failedIds)}) AND batch_id IS NOT NULL`,
     [...failedIds],
   )) as Array<{ batch_id: string; uuid: string }>;
   const byBatch = new Map<string, string[]>();
@@ -122,7 +123,7 @@ async function finishBatchRows(exec: Exec, tables: TableNames, rows: FinishableR
   if (rows.length === 0) return [];
   const ids = rows.map((row) => row.id);
   const callbackRows = rows.flatMap((row) => callbackJobRows(row));
-  const statements = [`UPDATE \`${tables.jobBatches}\` SET finished_at = NOW(3) WHERE id IN (${ids.map(() => '?').join(', ')}) AND finished_at IS NULL`];
+  const statements = [`UPDATE \`${tables.jobBatches}\` SET finished_at = NOW(3) WHERE id IN (${placeholders(ids)}) AND finished_at IS NULL`];
   const bindings: unknown[] = [...ids];
   if (callbackRows.length > 0) {
     const insert = insertJobRowsSql(tables.jobs, callbackRows, 0);

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
+import { placeholders } from '../db/sql.js';
 
 /** The control row that applies to every queue. */
 export const ALL_QUEUES = '*';
@@ -72,7 +73,7 @@ export class QueueControls {
   async resume(queues: readonly string[]): Promise<number> {
     if (queues.length === 0) return 0;
     const [result] = (await this.knex.raw(
-      `UPDATE ${this.table} SET paused_at = NULL, updated_at = NOW(3) WHERE queue IN (${queues.map(() => '?').join(', ')}) AND paused_at IS NOT NULL`,
+      `UPDATE ${this.table} SET paused_at = NULL, updated_at = NOW(3) WHERE queue IN (${placeholders(queues)}) AND paused_at IS NOT NULL`,
       [...queues],
     )) as [{ affectedRows: number }];
     return result.affectedRows;

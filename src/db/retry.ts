@@ -1,4 +1,5 @@
 import { isConnectionError, isLockConflict } from './errors.js';
+import { sleep } from '../sleep.js';
 
 export interface RetryOptions {
   /** How many times a deadlock or lock-wait timeout is retried before it surfaces. */
@@ -8,7 +9,6 @@ export interface RetryOptions {
   onRetry?: (error: unknown, attempt: number) => void;
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
  * Runs a statement (or a whole transaction) again after a deadlock or lock-wait timeout, and,

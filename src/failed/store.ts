@@ -4,6 +4,7 @@ import { parseJsonColumn } from '../db/json.js';
 import { withDatabaseRetry } from '../db/retry.js';
 import { MailqError } from '../errors.js';
 import { recordBatchFailure, reopenFailedBatchJobs } from '../batch/counters.js';
+import { placeholders } from '../db/sql.js';
 
 export interface FailedJob {
   id: number;
@@ -37,7 +38,9 @@ export interface RetryFailedResult {
 type Ids = number[] | 'all';
 
 /** Columns copied between `jobs` and `failed_jobs`, so a retried job keeps its identity and options. */
-const CARRIED_COLUMNS = ['uuid', 'queue', 'name', 'payload', 'max_attempts', 'backoff', 'timeout_ms', 'priority', 'batch_id', 'created_at'] as const;
+const CARRIED_COLUMNS = ['uuid', 'queue', 'name', 'payload', 'max_attempts', 'backoff', 'timeout_ms', 'priority', 'batch_id', 'created_at']
+  .map((column) => `\`${column}\``)
+  .join(', ');
 const RETRY_CHUNK = 1000;
 
 /** The failed-job store: what `mailq failed | retry | forget | flush` operate on. */
@@ -119,10 +122,9 @@ export class FailedJobs {
         const locked = (await trx(this.tables.failedJobs).select('id').whereIn('id', ids).forUpdate()).map((row: { id: number | string }) => Number(row.id));
         if (locked.length === 0) return [];
         await reopenFailedBatchJobs(trx, this.tables, locked);
-        const columns = CARRIED_COLUMNS.map((column) => `\`${column}\``).join(', ');
         await trx.raw(
-          `INSERT INTO \`${this.tables.jobs}\` (${columns}, attempts, deferrals, available_at)
-           SELECT ${columns}, 0, 0, NOW(3) FROM \`${this.tables.failedJobs}\` WHERE id IN (${locked.map(() => '?').join(', ')}) ORDER BY id`,
+          `INSERT INTO \`${this.tables.jobs}\` (${CARRIED_COLUMNS}, attempts, deferrals, available_at)
+           SELECT ${CARRIED_COLUMNS}, 0, 0, NOW(3) FROM \`${this.tables.failedJobs}\` WHERE id IN (${placeholders(locked)}) ORDER BY id`,
           locked,
         );
         await trx(this.tables.failedJobs).whereIn('id', locked).delete();
@@ -138,10 +140,9 @@ export class FailedJobs {
  * Returns false when the row was no longer ours.
  */
 export async function moveJobToFailed(trx: Knex.Transaction, tables: TableNames, jobId: number, reservedBy: string, exception: string): Promise<boolean> {
-  const columns = CARRIED_COLUMNS.map((column) => `\`${column}\``).join(', ');
   const [result] = (await trx.raw(
-    `INSERT INTO \`${tables.failedJobs}\` (${columns}, attempts, deferrals, exception, failed_at)
-     SELECT ${columns}, attempts, deferrals, ?, NOW(3) FROM \`${tables.jobs}\` WHERE id = ? AND reserved_by = ?`,
+    `INSERT INTO \`${tables.failedJobs}\` (${CARRIED_COLUMNS}, attempts, deferrals, exception, failed_at)
+     SELECT ${CARRIED_COLUMNS}, attempts, deferrals, ?, NOW(3) FROM \`${tables.jobs}\` WHERE id = ? AND reserved_by = ?`,
     [exception, jobId, reservedBy],
   )) as [{ affectedRows: number }];
   if (result.affectedRows === 0) return false;

@@ -1,4 +1,5 @@
 import mysql from 'mysql2/promise';
+import { redactUrl } from '../db/url.js';
 import { LocalServerUnavailableError, startThrowawayServer } from './throwaway-server.js';
 
 export type ServerSource = 'env' | 'local' | 'container' | 'throwaway';
@@ -57,7 +58,7 @@ async function useGivenUrl(url: string, envName: string): Promise<FoundServer> {
   const probe = await probeServer(url, GIVEN_CONNECT_TIMEOUT_MS);
   if (!probe.ok) {
     throw new Error(
-      `${envName}=${redact(url)} does not answer: ${probe.reason}. ` +
+      `${envName}=${redactUrl(url)} does not answer: ${probe.reason}. ` +
         `Fix it (format: mysql://user:pass@host:3306/db), or unset ${envName} to let mailq find or start a server.`,
     );
   }
@@ -165,15 +166,6 @@ function errorText(err: unknown): string {
   return typeof code === 'string' && !text.includes(code) ? `${code}: ${text}` : text;
 }
 
-function redact(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== '') parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return JSON.stringify(url);
-  }
-}
 
 function noServerMessage(envName: string, failures: string[]): string {
   return [

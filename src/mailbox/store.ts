@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { withDatabaseRetry } from '../db/retry.js';
 import type { TwsMessage } from './tws.js';
+import { placeholders } from '../db/sql.js';
 
 /** A taxpayer as the sync needs it. */
 export interface Taxpayer {
@@ -122,7 +123,7 @@ export class MailboxStore {
 
   private upsertPage(trx: Knex.Transaction, taxpayerId: number, page: readonly TwsMessage[]): Promise<unknown> {
     const columns = [...MESSAGE_COLUMNS, 'synced_at'].map(quote).join(', ');
-    const row = `(${MESSAGE_COLUMNS.map(() => '?').join(', ')}, NOW(3))`;
+    const row = `(${placeholders(MESSAGE_COLUMNS)}, NOW(3))`;
     const bindings = page.flatMap((message) => messageValues(taxpayerId, message));
     // synced_at first: assignments run left to right, so it still sees the old content_hash.
     const updates = [

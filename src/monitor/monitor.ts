@@ -3,6 +3,7 @@ import { ALL_QUEUES, QueueControls, type QueueControlRow } from '../controls/que
 import type { TableNames } from '../db/tables.js';
 import { emptyThroughput, StatsRows, type QueueThroughput } from '../stats/stats-rows.js';
 import { WorkerRows, type WorkerRecord } from '../worker/worker-rows.js';
+import { placeholders } from '../db/sql.js';
 
 /** One queue at a glance: what `mailq monitor` prints and `--max` checks. */
 export interface QueueHealth {
@@ -120,7 +121,7 @@ export class Monitor {
       `SELECT queue, SUM(${pending}) AS pending_count, SUM(reserved_at IS NULL AND available_at > NOW(3)) AS delayed_count,
          SUM(reserved_at IS NOT NULL) AS reserved_count,
          TIMESTAMPDIFF(MICROSECOND, MIN(CASE WHEN ${pending} THEN available_at END), NOW(3)) AS oldest_us
-       FROM \`${this.tables.jobs}\` ${queues ? `WHERE queue IN (${queues.map(() => '?').join(', ')})` : ''} GROUP BY queue`,
+       FROM \`${this.tables.jobs}\` ${queues ? `WHERE queue IN (${placeholders(queues)})` : ''} GROUP BY queue`,
       queues ?? [],
     )) as [Array<Record<string, unknown>>];
     return new Map(

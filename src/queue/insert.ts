@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import mysql from 'mysql2';
 import { NEW_JOB_COLUMNS, type NewJobRow } from './rows.js';
+import { placeholders } from '../db/sql.js';
 
 /**
  * One multi-row INSERT. Built by hand rather than with knex's builder: for thousands of rows the
@@ -26,10 +27,10 @@ export function formattedInsertJobRows(jobsTable: string, rows: NewJobRow[], del
 export function insertJobRowsSql(jobsTable: string, rows: NewJobRow[], delayMs: number, options: { skipDuplicates?: boolean } = {}): { sql: string; bindings: Array<string | number | null> } {
   const columns = [...NEW_JOB_COLUMNS, 'available_at'].map((column) => `\`${column}\``).join(', ');
   const availableAt = delayMs > 0 ? `NOW(3) + INTERVAL ${Math.round(delayMs) * 1000} MICROSECOND` : 'NOW(3)';
-  const placeholders = `(${NEW_JOB_COLUMNS.map(() => '?').join(', ')}, ${availableAt})`;
+  const tuple = `(${placeholders(NEW_JOB_COLUMNS)}, ${availableAt})`;
   const bindings: Array<string | number | null> = [];
   for (const row of rows) for (const column of NEW_JOB_COLUMNS) bindings.push(row[column]);
-  const values = new Array(rows.length).fill(placeholders).join(', ');
+  const values = new Array(rows.length).fill(tuple).join(', ');
   // `id = id` changes nothing: a row whose unique_key is taken is skipped, and every other error still raises.
   const onDuplicate = options.skipDuplicates ? ' ON DUPLICATE KEY UPDATE id = id' : '';
   return { sql: `INSERT INTO \`${jobsTable}\` (${columns}) VALUES ${values}${onDuplicate}`, bindings };
@@ -71,7 +72,7 @@ export async function insertJobRowsUnique(trx: Knex.Transaction, jobsTable: stri
   if (keyed.length > 0) {
     const keys = [...new Set(keyed.map((row) => row.unique_key!))];
     // A locking read: the current rows, whatever snapshot the caller's transaction holds.
-    const [found] = (await trx.raw(`SELECT id, uuid, unique_key FROM \`${jobsTable}\` WHERE unique_key IN (${keys.map(() => '?').join(', ')}) FOR UPDATE`, keys)) as [
+    const [found] = (await trx.raw(`SELECT id, uuid, unique_key FROM \`${jobsTable}\` WHERE unique_key IN (${placeholders(keys)}) FOR UPDATE`, keys)) as [
       Array<{ id: number | string; uuid: string; unique_key: string }>,
     ];
     for (const row of found) holders.set(row.unique_key, { id: Number(row.id), uuid: row.uuid });

@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { TableNames } from '../db/tables.js';
 import { parseDuration, type Duration } from '../duration.js';
+import { sleep } from '../sleep.js';
 import { entryKey, latestSlot, nextSlot, splitCommandLine, type ScheduleEntry } from './entry.js';
 import { ScheduleRuns } from './runs.js';
 
@@ -136,17 +137,3 @@ export class Scheduler {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const onAbort = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { moveJobToFailed } from '../failed/store.js';
 import { withSession, type SessionQuery } from '../db/session.js';
+import { deleteByIdsSql, placeholders } from '../db/sql.js';
 import { isConnectionError } from '../db/errors.js';
 import { CLAIM_COLUMNS, toClaimedJob, type ClaimDefaults, type ClaimedJob } from './claimed-job.js';
 import { completeJobsCountingBatches } from '../batch/counters.js';
@@ -152,7 +153,7 @@ export class JobRows {
     if (batchIds?.some((batchId) => batchId !== null)) {
       return completeJobsCountingBatches(this.knex, this.tables, ids.map((id, index) => ({ id, batchId: batchIds[index] ?? null })));
     }
-    await this.knex.raw(`DELETE FROM ${this.jobs} WHERE id IN (${placeholders(ids)})`, ids);
+    await this.knex.raw(deleteByIdsSql(this.tables.jobs, ids), ids);
   }
 
   /** A failed attempt with attempts left: same row, same id, due again after the backoff. */
@@ -267,9 +268,6 @@ function defaultFor(defaults: ClaimDefaults, key: 'maxAttempts' | 'timeoutMs'): 
   };
 }
 
-function placeholders(values: readonly unknown[]): string {
-  return values.map(() => '?').join(', ');
-}
 
 function truncate(text: string, max = 60_000): string {
   return text.length > max ? `${text.slice(0, max)}…` : text;

@@ -281,13 +281,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async idle(): Promise<void> {
+    const claimable = this.claimableQueues();
     if (this.options.stopWhenEmpty && this.running.size === 0) {
-      const queues = this.claimableQueues();
-      const due = queues.length > 0 && (await this.databaseCall(() => this.rows.anyDue(queues)));
+      const due = claimable.length > 0 && (await this.databaseCall(() => this.rows.anyDue(claimable)));
       if (due === false) return this.requestStop('empty');
     }
     // Every queue waits for a rate-limit token: sleep until the first one is due, not poll.
-    const claimable = this.claimableQueues();
     const untilToken = claimable.length > 0 && this.gate.openQueues(claimable).length === 0 ? this.gate.msUntilOpen(claimable) : undefined;
     await sleep(Math.max(this.options.sleepMs, untilToken ?? 0), this.stopController.signal);
   }

@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import { inject } from 'vitest';
+import { withDatabase } from '../../src/db/url.js';
 
 export interface TestDatabase {
   /** The server URL (same user, password, host, port) with this database as its path. */
@@ -36,11 +37,6 @@ export function databaseName(label: string): string {
   return `mq_${cleaned.replace(/_+$/, '') || 'test'}_${suffix}`;
 }
 
-function withDatabase(serverUrl: string, database: string): string {
-  const url = new URL(serverUrl);
-  url.pathname = `/${database}`;
-  return url.toString();
-}
 
 async function onServer(serverUrl: string, sql: string): Promise<void> {
   // No database in the connection: the server URL may name one that does not exist.

@@ -115,6 +115,10 @@ const deaf = defineJob({
   },
 });
 
+const inStepRunning: Array<() => void> = [];
+/** Runs until the test lets it finish. */
+const inStep = defineJob({ name: 'in-step', handle: () => new Promise<void>((resolve) => inStepRunning.push(resolve)) });
+
 const deferring = defineJob({
   name: 'deferring',
   tries: 1,
@@ -132,7 +136,7 @@ beforeAll(async () => {
     },
   });
   mq = openQueue(db.url, {
-    jobs: [flaky, slow, strict, remember, alwaysFails, failsThrice, permanent, gated, stubborn, byName, deaf, deferring],
+    jobs: [flaky, slow, strict, remember, alwaysFails, failsThrice, permanent, gated, stubborn, byName, deaf, deferring, inStep],
     logger: createLogger({ level: 'warn', pretty: false, destination: sink }),
     poolMax: 12,
   });
@@ -349,6 +353,38 @@ describe('queues and stopping', () => {
     expect(row).toMatchObject({ attempts: 0, deferrals: 1, reserved_at: null, last_error: 'upstream said 429' });
     expect(await millisBetween(mq.knex, row.created_at, row.available_at)).toBeGreaterThanOrEqual(30_000);
     expect(await count(mq.knex, 'failed_jobs')).toBe(0);
+  });
+});
+
+describe('claiming', () => {
+  it('jobs that finish together free their slots for one claim, not one claim per slot', async () => {
+    const claimSizes: number[] = [];
+    const original = JobRows.prototype.claim;
+    const spy = vi.spyOn(JobRows.prototype, 'claim').mockImplementation(async function (this: JobRows, ...args: Parameters<JobRows['claim']>) {
+      const claimed = await original.apply(this, args);
+      if (claimed.length > 0) claimSizes.push(args[1]);
+      return claimed;
+    });
+    try {
+      await mq.dispatchMany(inStep, Array.from({ length: 12 }, () => ({})));
+      const worker = testWorker({ concurrency: 4 });
+      let started = 0;
+      worker.on('job:started', () => void started++);
+      const running = worker.run();
+      for (const wave of [4, 8, 12]) {
+        await waitFor(`${wave} jobs to start`, () => started === wave);
+        // Each finishes in its own callback of one event-loop phase, as timers that expire together do.
+        for (const finish of inStepRunning.splice(0)) setImmediate(finish);
+      }
+      await waitFor('the queue to empty', async () => (await count(mq.knex, 'jobs')) === 0);
+      await worker.stop();
+      await running;
+      // Resolving at the first freed slot claimed 1 job, then 3, and the waves stayed split.
+      expect(claimSizes).toEqual([4, 4, 4]);
+      expect(worker.stats.completed).toBe(12);
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
 

@@ -291,11 +291,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await sleep(Math.max(this.options.sleepMs, untilToken ?? 0), this.stopController.signal);
   }
 
+  /**
+   * Resolves once a slot frees, after the rest of this turn of the event loop: jobs that finish
+   * together (timers that expire in the same tick) then share one claim. Resolving at the first
+   * freed slot claimed 1 job and then 9, and the split waves never merged again: measured at
+   * concurrency 10 with 50 ms jobs, 3 of 4 claims took a single job and efficiency fell to 0.87.
+   */
   private waitForSlot(): Promise<void> {
     return new Promise((resolve) => {
       this.slotFreed = () => {
         this.slotFreed = undefined;
-        resolve();
+        setImmediate(resolve);
       };
     });
   }

@@ -261,13 +261,27 @@ describe('failed jobs', () => {
     expect(await mailq('retry', String(a))).toEqual({ code: 0, out: 'Retried 1 failed job.', err: '' });
     const partly = await mailq('retry', String(b), '999999', '--json');
     expect(partly.code).toBe(1);
-    expect(JSON.parse(partly.out)).toEqual({ retried: 1, missing: [999_999] });
+    expect(JSON.parse(partly.out)).toEqual({ retried: 1, missing: [999_999], alreadyQueued: [] });
     expectOneLineError(partly.err, /no failed job with id 999999/);
 
     expect((await mailq('retry', 'all', '--queue', 'other')).out).toBe('Retried 2 failed jobs.');
     expect(await count(mq.knex, 'failed_jobs')).toBe(0);
     expect(await count(mq.knex, 'jobs')).toBe(4);
     expect((await mailq('retry', 'all')).out).toBe('Retried 0 failed jobs.');
+  });
+
+  it('retry of a unique job whose key a pending job holds says so and exits 0', async () => {
+    await mq.dispatch(doomed, {}, { queue: 'keyed', unique: 'k1' });
+    await mq.worker({ queues: ['keyed'], stopWhenEmpty: true, sweepInterval: 0 }).run();
+    const [failedId] = (await mq.knex('failed_jobs').where({ queue: 'keyed' }).select('id')).map((row: { id: number }) => Number(row.id));
+    const holder = await mq.dispatch(doomed, {}, { queue: 'keyed', unique: 'k1' });
+    expect(await mailq('retry', String(failedId))).toEqual({
+      code: 0,
+      out: `Retried 0 failed jobs.\nFailed job ${failedId} is already queued: job ${holder.id} holds its unique key (removed from failed jobs).`,
+      err: '',
+    });
+    expect(await mq.knex('jobs').where({ queue: 'keyed' }).pluck('id')).toEqual([holder.id]);
+    expect(await count(mq.knex, 'failed_jobs')).toBe(0);
   });
 
   it('forget ids; an unknown id exits 1', async () => {

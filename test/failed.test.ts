@@ -80,7 +80,7 @@ describe('retry', () => {
     const ids = await failJobs(3, 'mail', { priority: 7 });
     const before = await mq.knex('failed_jobs').whereIn('id', ids.slice(0, 2)).orderBy('id');
 
-    expect(await mq.failed.retry([ids[0]!, ids[1]!, 999_999])).toEqual({ retried: 2, missing: [999_999] });
+    expect(await mq.failed.retry([ids[0]!, ids[1]!, 999_999])).toEqual({ retried: 2, missing: [999_999], alreadyQueued: [] });
     expect((await mq.knex('failed_jobs').select('id')).map((row: { id: number }) => row.id)).toEqual([ids[2]]);
     const back = await mq.knex('jobs').orderBy('id');
     expect(back.map((row) => ({ uuid: row.uuid, queue: row.queue, priority: row.priority, max_attempts: row.max_attempts, attempts: row.attempts, reserved_at: row.reserved_at }))).toEqual(
@@ -91,10 +91,10 @@ describe('retry', () => {
   it('all, or all of one queue', async () => {
     await failJobs(3, 'mail');
     await failJobs(2, 'other');
-    expect(await mq.failed.retry('all', { queue: 'other' })).toEqual({ retried: 2, missing: [] });
+    expect(await mq.failed.retry('all', { queue: 'other' })).toEqual({ retried: 2, missing: [], alreadyQueued: [] });
     expect(await count(mq.knex, 'jobs', { queue: 'other' })).toBe(2);
     expect(await count(mq.knex, 'failed_jobs')).toBe(3);
-    expect(await mq.failed.retry('all')).toEqual({ retried: 3, missing: [] });
+    expect(await mq.failed.retry('all')).toEqual({ retried: 3, missing: [], alreadyQueued: [] });
     expect(await count(mq.knex, 'failed_jobs')).toBe(0);
     expect(await count(mq.knex, 'jobs')).toBe(5);
   });

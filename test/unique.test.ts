@@ -85,6 +85,37 @@ describe('unique jobs', () => {
     expect(again).toMatchObject({ dispatched: 2, skipped: 0 });
   });
 
+  it('a retried failed job comes back holding its key; one whose key a pending job holds leaves failed_jobs as already queued', async () => {
+    await mq.knex(mq.tables.jobs).delete();
+    await mq.knex(mq.tables.failedJobs).delete();
+    const failing = defineJob({
+      name: 'unique-failing',
+      queue: 'unique-retry',
+      unique: (payload: { n: number }) => String(payload.n),
+      handle() {
+        throw new Error('upstream down');
+      },
+    });
+    await mq.dispatchMany(failing, [{ n: 1 }, { n: 2 }]);
+    await mq.worker({ queues: ['unique-retry'], jobs: [failing], stopWhenEmpty: true, sleep: '10ms' }).run();
+    const failed = await mq.knex(mq.tables.failedJobs).select('id', 'uuid', 'unique_key').orderBy('id');
+    expect(failed.map((row) => row.unique_key)).toEqual(['unique-failing:1', 'unique-failing:2']);
+    expect((await mq.failed.show(Number(failed[0]!.id))).uniqueKey).toBe('unique-failing:1');
+
+    // Meanwhile someone dispatched n=2 again: its key is taken when the operator retries everything.
+    const fresh = await mq.dispatch(failing, { n: 2 });
+    const result = await mq.failed.retry('all');
+    expect(result).toEqual({ retried: 1, missing: [], alreadyQueued: [{ id: Number(failed[1]!.id), heldBy: fresh.id }] });
+    expect(await mq.failed.count('unique-retry')).toBe(0);
+    const rows = await mq.knex(mq.tables.jobs).where('queue', 'unique-retry').select('id', 'uuid', 'unique_key', 'attempts').orderBy('unique_key');
+    expect(rows).toEqual([
+      { id: expect.any(Number), uuid: failed[0]!.uuid, unique_key: 'unique-failing:1', attempts: 0 },
+      { id: fresh.id, uuid: fresh.uuid, unique_key: 'unique-failing:2', attempts: 0 },
+    ]);
+    // The retried job holds its key again: a new dispatch of n=1 is a duplicate.
+    expect(await mq.dispatch(failing, { n: 1 })).toMatchObject({ skipped: true, uuid: failed[0]!.uuid });
+  });
+
   it('takes the key from the dispatch option, and `unique: false` dispatches without one', async () => {
     await mq.knex(mq.tables.jobs).delete();
     expect((await mq.dispatch('adhoc', { a: 1 }, { unique: 'nightly' })).skipped).toBe(false);

@@ -207,7 +207,7 @@ describe('retries and failure', () => {
     await testWorker({ concurrency: 2, stopWhenEmpty: true }).run();
     expect(await count(mq.knex, 'failed_jobs')).toBe(2);
 
-    expect(await mq.failed.retry('all')).toEqual({ retried: 2, missing: [] });
+    expect(await mq.failed.retry('all')).toEqual({ retried: 2, missing: [], alreadyQueued: [] });
     expect(await count(mq.knex, 'failed_jobs')).toBe(0);
     const back = await mq.knex('jobs').orderBy('id');
     expect(back.map((row) => [row.uuid, row.attempts, row.reserved_at])).toEqual([

@@ -5,6 +5,7 @@ import { withDatabaseRetry } from '../db/retry.js';
 import { MailqError } from '../errors.js';
 import { recordBatchFailure, reopenFailedBatchJobs } from '../batch/counters.js';
 import { placeholders } from '../db/sql.js';
+import { lockUniqueKeyHolders } from '../queue/insert.js';
 
 export interface FailedJob {
   id: number;
@@ -18,6 +19,8 @@ export interface FailedJob {
   reason: string;
   exception: string;
   batchId: string | null;
+  /** `<job name>:<key>` for a unique job: a retry brings it back holding the key again. */
+  uniqueKey: string | null;
   createdAt: Date | null;
   failedAt: Date;
 }
@@ -33,12 +36,17 @@ export interface RetryFailedResult {
   retried: number;
   /** Requested ids that were not in failed_jobs. */
   missing: number[];
+  /**
+   * Failed jobs not brought back because a pending or running job already holds their unique key:
+   * that job does the work, so these leave failed_jobs (failed id → the id of the job holding the key).
+   */
+  alreadyQueued: Array<{ id: number; heldBy: number }>;
 }
 
 type Ids = number[] | 'all';
 
-/** Columns copied between `jobs` and `failed_jobs`, so a retried job keeps its identity and options. */
-const CARRIED_COLUMNS = ['uuid', 'queue', 'name', 'payload', 'max_attempts', 'backoff', 'timeout_ms', 'priority', 'batch_id', 'created_at']
+/** Columns copied between `jobs` and `failed_jobs`, so a retried job keeps its identity, options and unique key. */
+const CARRIED_COLUMNS = ['uuid', 'queue', 'name', 'payload', 'max_attempts', 'backoff', 'timeout_ms', 'priority', 'batch_id', 'unique_key', 'created_at']
   .map((column) => `\`${column}\``)
   .join(', ');
 const RETRY_CHUNK = 1000;
@@ -71,26 +79,33 @@ export class FailedJobs {
   }
 
   /**
-   * Moves failed jobs back into `jobs` with their attempts reset. Each chunk is one transaction
-   * that inserts and deletes the same locked rows: a job is never in both tables, never in neither.
+   * Moves failed jobs back into `jobs` with their attempts reset and their unique key kept. Each
+   * chunk is one transaction that inserts and deletes the same locked rows: a job is never in both
+   * tables, never in neither. A job whose key a pending or running job holds is not inserted twice.
    */
   async retry(ids: Ids, options: { queue?: string } = {}): Promise<RetryFailedResult> {
+    const result: RetryFailedResult = { retried: 0, missing: [], alreadyQueued: [] };
+    const add = (moved: MovedBack) => {
+      result.retried += moved.retried.length;
+      result.alreadyQueued.push(...moved.alreadyQueued);
+    };
     if (ids === 'all') {
-      let retried = 0;
       for (;;) {
         const chunk = await this.selectIds(options.queue, RETRY_CHUNK);
-        if (chunk.length === 0) return { retried, missing: [] };
-        retried += (await this.moveBack(chunk)).length;
+        if (chunk.length === 0) return result;
+        add(await this.moveBack(chunk));
       }
     }
     // Missing means "not moved by this call": never a failed job, or moved by a concurrent retry.
     const moved = new Set<number>();
     for (let start = 0; start < ids.length; start += RETRY_CHUNK) {
       const chunk = ids.slice(start, start + RETRY_CHUNK);
-      const existing = await this.selectIds(options.queue, RETRY_CHUNK, chunk);
-      for (const id of await this.moveBack(existing)) moved.add(id);
+      const outcome = await this.moveBack(await this.selectIds(options.queue, RETRY_CHUNK, chunk));
+      add(outcome);
+      for (const id of [...outcome.retried, ...outcome.alreadyQueued.map((entry) => entry.id)]) moved.add(id);
     }
-    return { retried: moved.size, missing: ids.filter((id) => !moved.has(id)) };
+    result.missing = ids.filter((id) => !moved.has(id));
+    return result;
   }
 
   /** Deletes failed jobs by id; returns how many existed. */
@@ -114,21 +129,39 @@ export class FailedJobs {
     return (await query).map((row: { id: number | string }) => Number(row.id));
   }
 
-  /** Moves the rows it can lock and returns their ids (those a concurrent retry moved first are gone). */
-  private async moveBack(ids: number[]): Promise<number[]> {
-    if (ids.length === 0) return [];
+  /**
+   * Moves the rows it can lock (those a concurrent retry moved first are gone). A row whose unique
+   * key is held, by a live job or by an older failed row of this same chunk, is skipped by the
+   * unique index and leaves failed_jobs as already queued.
+   */
+  private async moveBack(ids: number[]): Promise<MovedBack> {
+    if (ids.length === 0) return { retried: [], alreadyQueued: [] };
+    const jobs = `\`${this.tables.jobs}\``;
     return withDatabaseRetry(() =>
       this.knex.transaction(async (trx) => {
-        const locked = (await trx(this.tables.failedJobs).select('id').whereIn('id', ids).forUpdate()).map((row: { id: number | string }) => Number(row.id));
-        if (locked.length === 0) return [];
-        await reopenFailedBatchJobs(trx, this.tables, locked);
+        const locked: Array<{ id: number | string; uuid: string; unique_key: string | null }> = await trx(this.tables.failedJobs)
+          .select('id', 'uuid', 'unique_key')
+          .whereIn('id', ids)
+          .orderBy('id')
+          .forUpdate();
+        if (locked.length === 0) return { retried: [], alreadyQueued: [] };
+        const lockedIds = locked.map((row) => Number(row.id));
         await trx.raw(
-          `INSERT INTO \`${this.tables.jobs}\` (${CARRIED_COLUMNS}, attempts, deferrals, available_at)
-           SELECT ${CARRIED_COLUMNS}, 0, 0, NOW(3) FROM \`${this.tables.failedJobs}\` WHERE id IN (${placeholders(locked)}) ORDER BY id`,
-          locked,
+          `INSERT INTO ${jobs} (${CARRIED_COLUMNS}, attempts, deferrals, available_at)
+           SELECT ${CARRIED_COLUMNS}, 0, 0, NOW(3) FROM \`${this.tables.failedJobs}\` WHERE id IN (${placeholders(lockedIds)}) ORDER BY id
+           ON DUPLICATE KEY UPDATE ${jobs}.id = ${jobs}.id`,
+          lockedIds,
         );
-        await trx(this.tables.failedJobs).whereIn('id', locked).delete();
-        return locked;
+        const holders = await lockUniqueKeyHolders(trx, this.tables.jobs, locked.flatMap((row) => (row.unique_key === null ? [] : [row.unique_key])));
+        const outcome: MovedBack = { retried: [], alreadyQueued: [] };
+        for (const row of locked) {
+          const holder = row.unique_key === null ? undefined : holders.get(row.unique_key);
+          if (holder && holder.uuid !== row.uuid) outcome.alreadyQueued.push({ id: Number(row.id), heldBy: holder.id });
+          else outcome.retried.push(Number(row.id));
+        }
+        await reopenFailedBatchJobs(trx, this.tables, outcome.retried);
+        await trx(this.tables.failedJobs).whereIn('id', lockedIds).delete();
+        return outcome;
       }),
     );
   }
@@ -151,6 +184,11 @@ export async function moveJobToFailed(trx: Knex.Transaction, tables: TableNames,
   return true;
 }
 
+interface MovedBack {
+  retried: number[];
+  alreadyQueued: Array<{ id: number; heldBy: number }>;
+}
+
 function toFailedJob(row: Record<string, unknown>): FailedJob {
   const exception = String(row.exception ?? '');
   return {
@@ -164,6 +202,7 @@ function toFailedJob(row: Record<string, unknown>): FailedJob {
     reason: exception.split('\n', 1)[0] ?? '',
     exception,
     batchId: (row.batch_id as string | null) ?? null,
+    uniqueKey: (row.unique_key as string | null) ?? null,
     createdAt: (row.created_at as Date | null) ?? null,
     failedAt: row.failed_at as Date,
   };

@@ -68,15 +68,23 @@ export interface UniqueInsertOutcome {
 export async function insertJobRowsUnique(trx: Knex.Transaction, jobsTable: string, rows: NewJobRow[], delayMs: number): Promise<UniqueInsertOutcome> {
   await insertJobRows(trx, jobsTable, rows, delayMs, { skipDuplicates: true });
   const keyed = rows.filter((row) => row.unique_key !== null);
-  const holders = new Map<string, { id: number; uuid: string }>();
-  if (keyed.length > 0) {
-    const keys = [...new Set(keyed.map((row) => row.unique_key!))];
-    // A locking read: the current rows, whatever snapshot the caller's transaction holds.
-    const [found] = (await trx.raw(`SELECT id, uuid, unique_key FROM \`${jobsTable}\` WHERE unique_key IN (${placeholders(keys)}) FOR UPDATE`, keys)) as [
-      Array<{ id: number | string; uuid: string; unique_key: string }>,
-    ];
-    for (const row of found) holders.set(row.unique_key, { id: Number(row.id), uuid: row.uuid });
-  }
+  const holders = await lockUniqueKeyHolders(trx, jobsTable, keyed.map((row) => row.unique_key!));
   const skipped = keyed.filter((row) => holders.get(row.unique_key!)?.uuid !== row.uuid).length;
   return { inserted: rows.length - skipped, skipped, holders };
+}
+
+/**
+ * unique_key → the job that holds it now. A locking read: the current rows whatever snapshot the
+ * caller's transaction holds, kept locked until it ends. After an insert that skipped duplicates,
+ * a row of ours went in exactly when its key's holder has our uuid.
+ */
+export async function lockUniqueKeyHolders(trx: Knex.Transaction, jobsTable: string, keys: readonly string[]): Promise<Map<string, { id: number; uuid: string }>> {
+  const holders = new Map<string, { id: number; uuid: string }>();
+  const distinct = [...new Set(keys)];
+  if (distinct.length === 0) return holders;
+  const [found] = (await trx.raw(`SELECT id, uuid, unique_key FROM \`${jobsTable}\` WHERE unique_key IN (${placeholders(distinct)}) FOR UPDATE`, distinct)) as [
+    Array<{ id: number | string; uuid: string; unique_key: string }>,
+  ];
+  for (const row of found) holders.set(row.unique_key, { id: Number(row.id), uuid: row.uuid });
+  return holders;
 }

@@ -40,6 +40,8 @@ export const failedShowCommand = defineCommand({
         `queue:     ${job.queue}`,
         `job:       ${job.name}`,
         `attempts:  ${job.attempts}${job.maxAttempts ? ` of ${job.maxAttempts}` : ''}`,
+        ...(job.uniqueKey ? [`unique:    ${job.uniqueKey}`] : []),
+        ...(job.batchId ? [`batch:     ${job.batchId}`] : []),
         `failed at: ${formatTime(job.failedAt)}`,
         `payload:   ${JSON.stringify(job.payload)}`,
         'exception:',

@@ -17,6 +17,9 @@ export const retryCommand = defineCommand({
     const result = await mq.failed.retry(ids, { queue: argv.queue });
     if (argv.json) context.output.out(JSON.stringify(result));
     else context.output.out(`Retried ${result.retried} failed job${result.retried === 1 ? '' : 's'}.`);
+    for (const { id, heldBy } of argv.json ? [] : result.alreadyQueued) {
+      context.output.out(`Failed job ${id} is already queued: job ${heldBy} holds its unique key (removed from failed jobs).`);
+    }
     if (result.missing.length > 0) throw new MailqError(`no failed job with id ${result.missing.join(', ')}`);
   },
 });

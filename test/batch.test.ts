@@ -4,6 +4,7 @@ import { createLogger, createMailq, defineJob, PermanentError, type BatchSummary
 import { main } from '../src/cli/main.js';
 import type { Output } from '../src/cli/output.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { waitFor } from './support/queue.js';
 
 const QUEUE = 'batch-test';
 const silent = createLogger({ level: 'silent' });
@@ -155,6 +156,41 @@ describe('batches', () => {
     await drain();
     expect(callbackRuns.map((run) => run.kind)).toEqual(['finally']);
     expect(callbackRuns[0]!.batch.cancelled).toBe(true);
+  });
+
+  it('a running job of a cancelled batch that then fails is not retried: removed and counted done, as the cancel did with the rest', async () => {
+    let attempts = 0;
+    let fail: () => void = () => undefined;
+    const stalling = defineJob({
+      name: 'batch-stalling',
+      queue: QUEUE,
+      tries: 3,
+      backoff: 0,
+      async handle() {
+        attempts++;
+        await new Promise<void>((resolve) => (fail = resolve));
+        throw new Error('upstream timed out');
+      },
+    });
+    const created = await mq.batch(stalling, [{}, {}], { ...callbacks, delay: 0 });
+    const worker = mq.worker({ queues: [QUEUE], jobs: [stalling], concurrency: 1, sleep: '10ms', sweepInterval: 0 });
+    const running = worker.run();
+    await waitFor('the first job to start', () => attempts === 1);
+
+    // The waiting job goes at once; the running one finishes its attempt, which fails with tries left.
+    expect((await mq.batches.cancel(created.id)).removed).toBe(1);
+    fail();
+    await waitFor('the batch to finish', async () => (await mq.batches.find(created.id)).finishedAt !== null);
+    await waitFor('the finally callback to run', () => callbackRuns.length === 1);
+    await worker.stop();
+    await running;
+
+    expect(attempts).toBe(1);
+    expect(worker.stats).toMatchObject({ retried: 0, failed: 0 });
+    expect(await mq.knex(mq.tables.jobs).where({ batch_id: created.id }).count({ n: '*' })).toEqual([{ n: 0 }]);
+    expect(await mq.failed.count(QUEUE)).toBe(0);
+    expect(await mq.batches.find(created.id)).toMatchObject({ state: 'cancelled', pending: 0, failed: 0 });
+    expect(callbackRuns.map((run) => run.kind)).toEqual(['finally']);
   });
 
   it('mailq batches / batch / batch:cancel', async () => {

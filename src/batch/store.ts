@@ -93,7 +93,8 @@ export class BatchStore {
 
   /**
    * Cancels a batch: its jobs waiting in the queue (due, delayed or in backoff) are removed, and
-   * the batch counts them as done; jobs running now finish their attempt. When nothing is left the
+   * the batch counts them as done; jobs running now finish their attempt (one that fails is not
+   * retried: its worker removes it and counts it done the same way). When nothing is left the
    * batch finishes: `finally` runs, `catch` too if a job had failed, `then` never.
    */
   async cancel(id: string): Promise<CancelledBatch> {

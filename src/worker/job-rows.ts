@@ -156,15 +156,24 @@ export class JobRows {
     await this.knex.raw(deleteByIdsSql(this.tables.jobs, ids), ids);
   }
 
-  /** A failed attempt with attempts left: same row, same id, due again after the backoff. */
-  async retryLater(id: number, workerId: string, delayMs: number, error: string): Promise<boolean> {
+  /**
+   * A failed attempt with attempts left: same row, same id, due again after the backoff. Not when
+   * its batch was cancelled meanwhile: a job waiting in backoff is a waiting job, which a cancel
+   * removes, so the worker removes it instead ('batch-cancelled'). 'not-ours': the lease was lost.
+   */
+  async retryLater(id: number, workerId: string, delayMs: number, error: string, batchId: string | null = null): Promise<'retried' | 'batch-cancelled' | 'not-ours'> {
+    const batches = `\`${this.tables.jobBatches}\``;
+    const unlessCancelled = batchId === null ? '' : ` AND NOT EXISTS (SELECT 1 FROM ${batches} WHERE id = ? AND cancelled_at IS NOT NULL)`;
     const [result] = (await this.knex.raw(
       `UPDATE ${this.jobs} SET reserved_at = NULL, reserved_by = NULL, lease_until = NULL,
          available_at = NOW(3) + INTERVAL ? MICROSECOND, last_error = ?
-       WHERE id = ? AND reserved_by = ?`,
-      [Math.round(delayMs) * 1000, truncate(error), id, workerId],
+       WHERE id = ? AND reserved_by = ?${unlessCancelled}`,
+      [Math.round(delayMs) * 1000, truncate(error), id, workerId, ...(batchId === null ? [] : [batchId])],
     )) as [{ affectedRows: number }];
-    return result.affectedRows > 0;
+    if (result.affectedRows > 0) return 'retried';
+    if (batchId === null) return 'not-ours';
+    const [cancelled] = (await this.knex.raw(`SELECT 1 FROM ${batches} WHERE id = ? AND cancelled_at IS NOT NULL`, [batchId])) as [unknown[]];
+    return cancelled.length > 0 ? 'batch-cancelled' : 'not-ours';
   }
 
   /** Put back without counting the attempt (graceful stop, rate limit, pause): a deferral. */

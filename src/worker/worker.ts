@@ -435,7 +435,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private async retryLater(job: ClaimedJob, error: Error): Promise<void> {
     const delayMs = backoffDelayMs(job.backoff ?? this.options.backoff, job.attempt);
-    await this.persist('retry', () => this.rows.retryLater(job.id, this.id, delayMs, describeError(error)));
+    const retried = await this.persist('retry', () => this.rows.retryLater(job.id, this.id, delayMs, describeError(error), job.batchId));
+    if (retried === 'batch-cancelled') {
+      // Removed and counted done, as the cancel did with the batch's other waiting jobs.
+      this.completions.add(job);
+      this.logger.warn({ jobId: job.id, job: job.name, batchId: job.batchId, error: error.message }, 'job failed; not retried: its batch was cancelled');
+      return;
+    }
     this.stats.retried++;
     this.logger.warn({ jobId: job.id, job: job.name, attempt: job.attempt, of: job.maxAttempts, delayMs, error: error.message }, 'job failed; will retry');
     this.emit('job:retrying', job, error, delayMs);

@@ -1,5 +1,5 @@
 import knexFactory, { type Knex } from 'knex';
-import { parseDatabaseUrl } from './url.js';
+import { parseDatabaseUrl, type DatabaseAddress } from './url.js';
 
 export type { Knex };
 
@@ -12,15 +12,10 @@ export interface ConnectOptions {
  * host; queue times come from the database clock (NOW(3)), never from a worker's clock.
  */
 export function connect(databaseUrl: string, options: ConnectOptions = {}): Knex {
-  const address = parseDatabaseUrl(databaseUrl);
   return knexFactory({
     client: 'mysql2',
     connection: {
-      host: address.host,
-      port: address.port,
-      user: address.user,
-      password: address.password,
-      database: address.database,
+      ...mysqlConnectionOptions(parseDatabaseUrl(databaseUrl)),
       timezone: 'Z',
       charset: 'utf8mb4',
       supportBigNumbers: true,
@@ -42,3 +37,16 @@ export function connect(databaseUrl: string, options: ConnectOptions = {}): Knex
 }
 
 function noop(): void {}
+
+/** What mysql2 needs to reach the server a URL names: TCP or Unix socket, TLS if asked. */
+export function mysqlConnectionOptions(address: DatabaseAddress) {
+  return {
+    host: address.host,
+    port: address.port,
+    user: address.user,
+    password: address.password,
+    ...(address.database ? { database: address.database } : {}),
+    ...(address.socketPath ? { socketPath: address.socketPath } : {}),
+    ...(address.ssl ? { ssl: address.ssl } : {}),
+  };
+}

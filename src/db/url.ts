@@ -6,13 +6,30 @@ export interface DatabaseAddress {
   user: string;
   password: string;
   database: string;
+  /** `?socket=/run/mysqld/mysqld.sock`: a local server over its Unix socket instead of TCP (host and port are then unused). */
+  socketPath?: string;
+  /** `?ssl=true` (verify the server's certificate) or `?ssl=skip-verify` (encrypt only). */
+  ssl?: { rejectUnauthorized: boolean };
   /** The URL with its password replaced by ***, safe for logs and error messages. */
   redacted: string;
 }
 
 const EXPECTED = 'expected mysql://user:password@host:3306/database';
+const SSL_MODES: Record<string, DatabaseAddress['ssl'] | undefined> = {
+  true: { rejectUnauthorized: true },
+  required: { rejectUnauthorized: true },
+  'skip-verify': { rejectUnauthorized: false },
+  false: undefined,
+};
 
 export function parseDatabaseUrl(text: string): DatabaseAddress {
+  const address = parseServerUrl(text);
+  if (!address.database || address.database.includes('/')) throw new ConfigError(`database URL '${redactUrl(text)}' names no database: ${EXPECTED}`);
+  return address;
+}
+
+/** Like parseDatabaseUrl, but the database may be left out (`database` is then ''): for statements about the server itself. */
+export function parseServerUrl(text: string): DatabaseAddress {
   let url: URL;
   try {
     url = new URL(text);
@@ -23,7 +40,6 @@ export function parseDatabaseUrl(text: string): DatabaseAddress {
     throw new ConfigError(`unsupported database URL scheme '${url.protocol}' (mailq runs on MySQL/MariaDB): ${EXPECTED}`);
   }
   const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
-  if (!database || database.includes('/')) throw new ConfigError(`database URL '${redactUrl(text)}' names no database: ${EXPECTED}`);
   const port = url.port ? Number(url.port) : 3306;
   return {
     host: url.hostname || '127.0.0.1',
@@ -31,8 +47,21 @@ export function parseDatabaseUrl(text: string): DatabaseAddress {
     user: decodeURIComponent(url.username || 'root'),
     password: decodeURIComponent(url.password),
     database,
+    ...urlOptions(url, text),
     redacted: redactUrl(text),
   };
+}
+
+/** The URL's query: `socket` and `ssl`. Anything else is an error, not silently a plain connection. */
+function urlOptions(url: URL, text: string): Pick<DatabaseAddress, 'socketPath' | 'ssl'> {
+  const options: Pick<DatabaseAddress, 'socketPath' | 'ssl'> = {};
+  for (const [key, value] of url.searchParams) {
+    if (key === 'socket' && value) options.socketPath = value;
+    else if (key === 'ssl' && value in SSL_MODES) options.ssl = SSL_MODES[value];
+    else if (key === 'ssl') throw new ConfigError(`database URL '${redactUrl(text)}': ssl=${value}: expected ssl=true, ssl=skip-verify or ssl=false`);
+    else throw new ConfigError(`database URL '${redactUrl(text)}': unknown option '${key}' (supported: socket=<path>, ssl=true|skip-verify|false)`);
+  }
+  return options;
 }
 
 export function redactUrl(text: string): string {

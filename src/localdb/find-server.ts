@@ -1,5 +1,6 @@
 import mysql from 'mysql2/promise';
-import { redactUrl } from '../db/url.js';
+import { parseServerUrl, redactUrl } from '../db/url.js';
+import { mysqlConnectionOptions } from '../db/connection.js';
 import { LocalServerUnavailableError, startThrowawayServer } from './throwaway-server.js';
 
 export type ServerSource = 'env' | 'local' | 'container' | 'throwaway';
@@ -127,7 +128,7 @@ async function probeServer(url: string, connectTimeout: number): Promise<Probe> 
   }
   let conn: mysql.Connection | undefined;
   try {
-    conn = await mysql.createConnection({ uri: url, connectTimeout });
+    conn = await mysql.createConnection({ ...mysqlConnectionOptions(parseServerUrl(url)), connectTimeout });
     const [rows] = await conn.query<mysql.RowDataPacket[]>({ sql: 'SELECT VERSION() AS version', timeout: connectTimeout });
     return { ok: true, version: String(rows[0]?.['version']) };
   } catch (err) {

@@ -1,5 +1,6 @@
 import mysql from 'mysql2/promise';
-import { parseDatabaseUrl, withDatabase } from '../db/url.js';
+import { parseDatabaseUrl, parseServerUrl, withDatabase } from '../db/url.js';
+import { mysqlConnectionOptions } from '../db/connection.js';
 import { MailqError } from '../errors.js';
 import { findDatabaseServer } from '../localdb/find-server.js';
 
@@ -69,7 +70,7 @@ export async function openDemoDatabase(configuredUrl: string | undefined, log: (
 }
 
 async function onServer(serverUrl: string, sql: string): Promise<void> {
-  const connection = await mysql.createConnection({ uri: withDatabase(serverUrl, ''), connectTimeout: 10_000 });
+  const connection = await mysql.createConnection({ ...mysqlConnectionOptions(parseServerUrl(serverUrl)), database: undefined, connectTimeout: 10_000 });
   try {
     await connection.query(sql);
   } finally {

@@ -193,6 +193,28 @@ describe('batches', () => {
     expect(callbackRuns.map((run) => run.kind)).toEqual(['finally']);
   });
 
+  it("a cancelled batch's job whose worker died is removed and counted done by the lease sweep, not queued again", async () => {
+    const created = await mq.batch(work, [{ n: 1 }, { n: 2 }], { ...callbacks, tries: 3 });
+    const [reservedId] = await mq.knex(mq.tables.jobs).where({ batch_id: created.id }).orderBy('id').limit(1).pluck('id');
+    // A worker took it and died: its lease has run out.
+    await mq.knex(mq.tables.jobs).where({ id: reservedId }).update({
+      reserved_at: mq.knex.raw('NOW(3)'),
+      reserved_by: 'dead-worker',
+      attempts: 1,
+      lease_until: mq.knex.raw('NOW(3) - INTERVAL 1 SECOND'),
+    });
+    expect((await mq.batches.cancel(created.id)).removed).toBe(1);
+    expect(await mq.batches.find(created.id)).toMatchObject({ state: 'cancelled', pending: 1, finishedAt: null });
+
+    const sweeper = mq.worker({ queues: ['nothing-here'], sweepInterval: 0 });
+    expect(await sweeper.sweep()).toEqual({ released: 0, failed: 0, removed: 1 });
+    expect(await mq.knex(mq.tables.jobs).where({ batch_id: created.id }).count({ n: '*' })).toEqual([{ n: 0 }]);
+    expect(await mq.batches.find(created.id)).toMatchObject({ state: 'cancelled', pending: 0, failed: 0 });
+    expect((await mq.batches.find(created.id)).finishedAt).not.toBeNull();
+    await drain();
+    expect(callbackRuns.map((run) => run.kind)).toEqual(['finally']);
+  });
+
   it('mailq batches / batch / batch:cancel', async () => {
     const created = await mq.batch(work, Array.from({ length: 3 }, (_, n) => ({ n, fail: false })), { name: 'cli batch', delay: '1h' });
     const base = ['--database-url', db.url];

@@ -100,7 +100,7 @@ describe('recycling', { timeout: 120_000 }, () => {
     expect(Math.max(...perWorker)).toBeLessThanOrEqual(10);
     expect(await rec.count(rec.mq.tables.failedJobs, (query) => query.where({ queue: 'max-jobs' }))).toBe(0);
     // The queue can drain before the supervisor has logged the exit of the last processes to finish.
-    const recycled = () => supervisorLogs(supervisor).filter((line) => line.reason === 'max-jobs');
+    const recycled = () => supervisorLogs(supervisor!).filter((line) => line.reason === 'max-jobs');
     await waitFor('at least five recycles logged', () => recycled().length >= 5, 20_000);
     await stopSupervisor();
   });

@@ -232,7 +232,7 @@ describe('releaseDeadWorker', () => {
     const alive = await mq.dispatch(ok, { n: 4 }, { queue: 'dead' });
     expect(await rows.claim(['dead'], 1, 'live-worker', defaults)).toHaveLength(1);
 
-    expect(await rows.releaseDeadWorker('dead-worker', 'killed by SIGKILL')).toEqual({ released: 2, failed: 1 });
+    expect(await rows.releaseDeadWorker('dead-worker', 'killed by SIGKILL')).toEqual({ released: 2, failed: 1, removed: 0 });
 
     const left = await mq.knex(mq.tables.jobs).where({ queue: 'dead' }).orderBy('id');
     expect(left.map((row) => [row.reserved_by, row.attempts])).toEqual([
@@ -245,6 +245,6 @@ describe('releaseDeadWorker', () => {
     const failed = await mq.failed.list({ queue: 'dead' });
     expect(failed.map((job) => job.uuid)).toEqual([lastTry.uuid]);
     expect(failed[0]!.reason).toBe('worker process died on attempt 1 of 1: killed by SIGKILL');
-    expect(await rows.releaseDeadWorker('dead-worker', 'again')).toEqual({ released: 0, failed: 0 });
+    expect(await rows.releaseDeadWorker('dead-worker', 'again')).toEqual({ released: 0, failed: 0, removed: 0 });
   });
 });

@@ -426,10 +426,10 @@ describe('expired leases', () => {
     expect(claimed).toHaveLength(2);
     // A live lease is left alone.
     const worker = testWorker();
-    expect(await worker.sweep()).toEqual({ released: 0, failed: 0 });
+    expect(await worker.sweep()).toEqual({ released: 0, failed: 0, removed: 0 });
 
     await mq.knex('jobs').update({ lease_until: mq.knex.raw('NOW(3) - INTERVAL 1 SECOND') });
-    expect(await worker.sweep()).toEqual({ released: 1, failed: 1 });
+    expect(await worker.sweep()).toEqual({ released: 1, failed: 1, removed: 0 });
     expect(await mq.knex('jobs').where({ id: retryable.id }).first()).toMatchObject({ attempts: 1, reserved_at: null, reserved_by: null, lease_until: null });
     const failed = await failedRow(exhausted.uuid);
     expect(failed.attempts).toBe(1);

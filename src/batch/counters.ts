@@ -108,6 +108,31 @@ export async function reopenFailedBatchJobs(trx: Knex.Transaction, tables: Table
   }
 }
 
+/**
+ * Reservations of a dead worker that would go back to the queue, but whose batch was cancelled:
+ * removed instead and counted done, as the cancel did with the batch's waiting jobs. In the caller's
+ * transaction, which already holds the job rows; batch rows are then locked in id order, as everywhere.
+ * Returns the ids removed.
+ */
+export async function removeJobsOfCancelledBatches(trx: Knex.Transaction, tables: TableNames, jobs: ReadonlyArray<{ id: number; batchId: string | null }>): Promise<number[]> {
+  const batchIds = [...new Set(jobs.flatMap((job) => (job.batchId ? [job.batchId] : [])))].sort();
+  if (batchIds.length === 0) return [];
+  const exec = execOn(trx);
+  const cancelled = (await exec(
+    `SELECT id FROM \`${tables.jobBatches}\` WHERE id IN (${placeholders(batchIds)}) AND cancelled_at IS NOT NULL AND finished_at IS NULL ORDER BY id FOR UPDATE`,
+    batchIds,
+  )) as Array<{ id: string }>;
+  const removed: number[] = [];
+  for (const { id: batchId } of cancelled) {
+    const ids = jobs.filter((job) => job.batchId === batchId).map((job) => job.id);
+    const deleted = (await exec(deleteByIdsSql(tables.jobs, ids), ids)) as { affectedRows: number };
+    await exec(`UPDATE \`${tables.jobBatches}\` SET pending_jobs = pending_jobs - ? WHERE id = ?`, [deleted.affectedRows, batchId]);
+    removed.push(...ids);
+  }
+  await finishBatches(exec, tables, cancelled.map((row) => row.id));
+  return removed;
+}
+
 /** Finishes those of `batchIds` that have no pending job left: in the caller's transaction, exactly once. */
 export async function finishBatches(exec: Exec, tables: TableNames, batchIds: readonly string[]): Promise<string[]> {
   if (batchIds.length === 0) return [];

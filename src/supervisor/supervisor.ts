@@ -227,7 +227,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private async releaseWorker(workerId: string, cause: string): Promise<void> {
     try {
       const result = await withDatabaseRetry(() => this.jobs.releaseDeadWorker(workerId, cause), { reconnectForMs: 5_000 });
-      if (result.released || result.failed) this.logger.warn({ workerId, ...result }, 'returned the jobs of a dead worker process');
+      if (result.released || result.failed || result.removed) this.logger.warn({ workerId, ...result }, 'returned the jobs of a dead worker process');
     } catch (error) {
       this.logger.warn({ err: error, workerId }, 'could not return the jobs of a dead worker process; the lease sweep will');
     }

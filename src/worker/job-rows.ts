@@ -5,7 +5,7 @@ import { withSession, type SessionQuery } from '../db/session.js';
 import { deleteByIdsSql, placeholders } from '../db/sql.js';
 import { isConnectionError } from '../db/errors.js';
 import { CLAIM_COLUMNS, toClaimedJob, type ClaimDefaults, type ClaimedJob } from './claimed-job.js';
-import { completeJobsCountingBatches } from '../batch/counters.js';
+import { completeJobsCountingBatches, removeJobsOfCancelledBatches } from '../batch/counters.js';
 
 /**
  * Every statement a worker sends about the rows it claims, in one place:
@@ -197,10 +197,10 @@ export class JobRows {
    * Reservations whose lease ran out (their worker died): back to the queue with the attempt
    * counted, or to failed_jobs when no attempts are left.
    */
-  async sweepExpiredLeases(limit = 100): Promise<{ released: number; failed: number }> {
+  async sweepExpiredLeases(limit = 100): Promise<ReturnedReservations> {
     return this.knex.transaction(async (trx) => {
       const [rows] = (await trx.raw(
-        `SELECT id, attempts, max_attempts, reserved_by FROM ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_lease_until_index\`)
+        `SELECT id, attempts, max_attempts, reserved_by, batch_id FROM ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_lease_until_index\`)
          WHERE lease_until < NOW(3) ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED`,
         [limit],
       )) as [ReservationRow[]];
@@ -216,17 +216,17 @@ export class JobRows {
    * on its last attempt fails (a job that kills its worker must not kill workers forever). Reads
    * reserved rows through the lease index, so it never scans the queue.
    */
-  async releaseDeadWorker(workerId: string, cause: string): Promise<{ released: number; failed: number }> {
+  async releaseDeadWorker(workerId: string, cause: string): Promise<ReturnedReservations> {
     // Find them without locks (a locking read would lock every reserved row it passes), then lock just those.
     const [found] = (await this.knex.raw(
       `SELECT id FROM ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_lease_until_index\`) WHERE lease_until IS NOT NULL AND reserved_by = ?`,
       [workerId],
     )) as [Array<{ id: number }>];
-    if (found.length === 0) return { released: 0, failed: 0 };
+    if (found.length === 0) return { released: 0, failed: 0, removed: 0 };
     const ids = found.map((row) => row.id);
     return this.knex.transaction(async (trx) => {
       const [rows] = (await trx.raw(
-        `SELECT id, attempts, max_attempts, reserved_by FROM ${this.jobs} WHERE id IN (${placeholders(ids)}) AND reserved_by = ? FOR UPDATE`,
+        `SELECT id, attempts, max_attempts, reserved_by, batch_id FROM ${this.jobs} WHERE id IN (${placeholders(ids)}) AND reserved_by = ? FOR UPDATE`,
         [...ids, workerId],
       )) as [ReservationRow[]];
       return this.returnOrFail(trx, rows, `worker process died while running this job: ${cause}`, (row) =>
@@ -235,15 +235,23 @@ export class JobRows {
     });
   }
 
-  /** Reservations of a dead worker: retryable ones back to the queue, exhausted ones to failed_jobs. */
+  /**
+   * Reservations of a dead worker: retryable ones back to the queue (or, in a cancelled batch,
+   * removed and counted done), exhausted ones to failed_jobs.
+   */
   private async returnOrFail(
     trx: Knex.Transaction,
     rows: ReservationRow[],
     releasedBecause: string,
     failedBecause: (row: ReservationRow) => string,
-  ): Promise<{ released: number; failed: number }> {
+  ): Promise<ReturnedReservations> {
     const exhausted = rows.filter((row) => row.max_attempts != null && row.attempts >= row.max_attempts);
-    const retryable = rows.filter((row) => !exhausted.includes(row));
+    const removed = await removeJobsOfCancelledBatches(
+      trx,
+      this.tables,
+      rows.filter((row) => !exhausted.includes(row)).map((row) => ({ id: Number(row.id), batchId: row.batch_id })),
+    );
+    const retryable = rows.filter((row) => !exhausted.includes(row) && !removed.includes(Number(row.id)));
     if (retryable.length > 0) {
       const ids = retryable.map((row) => row.id);
       await trx.raw(
@@ -253,8 +261,18 @@ export class JobRows {
       );
     }
     for (const row of exhausted) await moveJobToFailed(trx, this.tables, row.id, row.reserved_by, failedBecause(row));
-    return { released: retryable.length, failed: exhausted.length };
+    return { released: retryable.length, failed: exhausted.length, removed: removed.length };
   }
+}
+
+/** What a lease sweep or a dead worker's release did with the reservations it found. */
+export interface ReturnedReservations {
+  /** Back in the queue, attempt counted. */
+  released: number;
+  /** To failed_jobs: no attempts left. */
+  failed: number;
+  /** Jobs of cancelled batches: removed and counted done instead of queued again. */
+  removed: number;
 }
 
 interface ReservationRow {
@@ -262,6 +280,7 @@ interface ReservationRow {
   attempts: number;
   max_attempts: number | null;
   reserved_by: string;
+  batch_id: string | null;
 }
 
 /**

@@ -13,7 +13,7 @@ import { describeError, startAttempt, type AttemptOutcome, type RunningAttempt }
 import { jobDefaultsOf, type ClaimedJob, type JobDefaults } from './claimed-job.js';
 import { CompletionBuffer } from './completions.js';
 import { Heartbeat } from './heartbeat.js';
-import { ClaimReplyLostError, JobRows } from './job-rows.js';
+import { ClaimReplyLostError, JobRows, type ReturnedReservations } from './job-rows.js';
 import { sleep } from '../sleep.js';
 import { ClaimGate } from '../ratelimit/claim-gate.js';
 import { RateLimiter } from '../ratelimit/limiter.js';
@@ -514,14 +514,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /** Returns reservations whose worker died to the queue; any live worker may do it. */
-  async sweep(): Promise<{ released: number; failed: number }> {
+  async sweep(): Promise<ReturnedReservations> {
     try {
       const result = await withDatabaseRetry(() => this.rows.sweepExpiredLeases());
-      if (result.released || result.failed) this.logger.warn(result, 'returned jobs whose lease expired');
+      if (result.released || result.failed || result.removed) this.logger.warn(result, 'returned jobs whose lease expired');
       return result;
     } catch (error) {
       this.logger.warn({ err: error }, 'lease sweep failed');
-      return { released: 0, failed: 0 };
+      return { released: 0, failed: 0, removed: 0 };
     }
   }
 

@@ -16,6 +16,7 @@ export { createMailq, Mailq, type MailqOptions } from './mailq.js';
 export { defineJob, isJobDefinition, jobsFromModule, JobRegistry, type JobDefinition, type JobContext, type JobOptions } from './job.js';
 export type { DispatchOptions } from './queue/rows.js';
 export type { DispatchOneOptions, DispatchManyOptions, DispatchedJob, DispatchManyResult } from './queue/dispatcher.js';
+export type { ClearedQueue } from './queue/clear.js';
 export { Worker, newWorkerId, type WorkerOptions, type WorkerStats, type WorkerStopReason, type WorkerEvents } from './worker/worker.js';
 export type { ClaimedJob } from './worker/claimed-job.js';
 export { FailedJobs, type FailedJob, type ListFailedOptions, type RetryFailedResult } from './failed/store.js';

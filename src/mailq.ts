@@ -16,6 +16,7 @@ import { Supervisor, type SupervisorOptions } from './supervisor/supervisor.js';
 import { RateLimiter } from './ratelimit/limiter.js';
 import { BatchStore } from './batch/store.js';
 import type { BatchJob, BatchOptions, CreatedBatch } from './batch/batch.js';
+import { clearQueues, type ClearedQueue } from './queue/clear.js';
 
 export interface MailqOptions {
   /** `mysql://user:password@host:3306/database`; or pass your own `knex`. */
@@ -90,6 +91,17 @@ export class Mailq {
     this.dispatcher = new Dispatcher(this.knex, this.tables, (job) => this.resolveJob(job));
     this.batches = new BatchStore(this.knex, this.tables, this.dispatcher, (job) => this.resolveJob(job));
     this.rateLimits = new RateLimiter(this.knex, this.tables);
+  }
+
+  /**
+   * Removes the waiting jobs (due, delayed, in backoff) of these queues; running jobs finish.
+   * A batch that loses jobs this way is cancelled, so it still finishes and its counts stay true.
+   *
+   * @example
+   * const [{ removed }] = await mq.clear(['mailbox-sync']);
+   */
+  clear(queues: readonly string[]): Promise<ClearedQueue[]> {
+    return clearQueues(this.knex, this.tables, queues);
   }
 
   /** Creates or upgrades mailq's tables; returns the migrations it applied. */

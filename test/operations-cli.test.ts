@@ -111,6 +111,35 @@ describe('mailq pause / resume / restart', () => {
   });
 });
 
+describe('mailq clear', () => {
+  it('removes the waiting jobs of the named queues; running jobs and other queues stay; a batch that loses jobs is cancelled and finishes', async () => {
+    const jobs = () => mq.knex(mq.tables.jobs);
+    await mq.dispatchMany(noop, [{ n: 1 }, { n: 2 }, { n: 3 }], { queue: 'clr' });
+    await mq.dispatch(noop, { n: 4 }, { queue: 'clr', delay: '1h' });
+    const running = await mq.dispatch(noop, { n: 5 }, { queue: 'clr' });
+    await jobs()
+      .where({ id: running.id })
+      .update({ reserved_at: mq.knex.raw('NOW(3)'), reserved_by: 'busy-worker', attempts: 1, lease_until: mq.knex.raw('NOW(3) + INTERVAL 1 MINUTE') });
+    const batch = await mq.batch(noop, [{ n: 6 }, { n: 7 }], { queue: 'clr', finally: { job: 'noop', payload: { n: 99 }, options: { queue: 'after-clear' } } });
+    await mq.dispatch(noop, { n: 8 }, { queue: 'keep' });
+
+    expect(await cli('clear', 'clr')).toEqual({ code: 0, out: `Cleared 6 waiting jobs from 'clr'; cancelled batch ${batch.id}.`, err: '' });
+    expect(await jobs().where({ queue: 'clr' }).pluck('id')).toEqual([running.id]);
+    expect(await jobs().where({ queue: 'keep' }).count({ n: '*' })).toEqual([{ n: 1 }]);
+    expect(await mq.batches.find(batch.id)).toMatchObject({ state: 'cancelled', pending: 0, failed: 0 });
+    expect(await jobs().where({ queue: 'after-clear' }).count({ n: '*' })).toEqual([{ n: 1 }]);
+
+    const again = await cli('clear', 'clr,keep', '--json');
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.out)).toEqual([
+      { queue: 'clr', removed: 0, cancelledBatches: [] },
+      { queue: 'keep', removed: 1, cancelledBatches: [] },
+    ]);
+    expect(await jobs().where({ queue: 'clr' }).pluck('id')).toEqual([running.id]);
+    expect((await cli('clear')).code).toBe(2);
+  });
+});
+
 describe('mailq status', () => {
   it('--json reports queues, live workers, supervisors, paused queues and the last restart', async () => {
     await mq.controls.pause(['gamma']);

@@ -133,6 +133,28 @@ export async function removeJobsOfCancelledBatches(trx: Knex.Transaction, tables
   return removed;
 }
 
+/**
+ * Cancels a batch's waiting jobs (due, delayed, in backoff), all of them or those of one queue: they
+ * are deleted and counted done, the batch is marked cancelled and finishes if nothing else is left.
+ * Running jobs are not touched. Run it in a READ COMMITTED transaction, so the DELETE locks only
+ * the rows it removes. Returns how many jobs it removed.
+ */
+export async function cancelWaitingJobs(trx: Knex.Transaction, tables: TableNames, batchId: string, options: { queue?: string } = {}): Promise<number> {
+  const exec = execOn(trx);
+  const inQueue = options.queue === undefined ? '' : ' AND queue = ?';
+  const deleted = (await exec(`DELETE FROM \`${tables.jobs}\` WHERE batch_id = ? AND reserved_at IS NULL${inQueue}`, [
+    batchId,
+    ...(options.queue === undefined ? [] : [options.queue]),
+  ])) as { affectedRows: number };
+  await exec(
+    `UPDATE \`${tables.jobBatches}\` SET cancelled_at = COALESCE(cancelled_at, NOW(3)), pending_jobs = pending_jobs - ?
+     WHERE id = ? AND finished_at IS NULL`,
+    [deleted.affectedRows, batchId],
+  );
+  await finishBatches(exec, tables, [batchId]);
+  return deleted.affectedRows;
+}
+
 /** Finishes those of `batchIds` that have no pending job left: in the caller's transaction, exactly once. */
 export async function finishBatches(exec: Exec, tables: TableNames, batchIds: readonly string[]): Promise<string[]> {
   if (batchIds.length === 0) return [];

@@ -9,7 +9,7 @@ import { newJobRow, rowTemplate, validatePayload, type DispatchOptions, type New
 import { uniqueKeyFor } from '../queue/unique.js';
 import { toBatch, withSummary, type Batch, type BatchCallback, type BatchJob, type BatchOptions, type CreatedBatch, type StoredCallbacks } from './batch.js';
 import { noteBatchCreated } from './capture.js';
-import { execOn, finishBatches } from './counters.js';
+import { cancelWaitingJobs, execOn, finishBatches } from './counters.js';
 
 export interface ListBatchesOptions {
   /** Newest first; default 50. */
@@ -102,17 +102,8 @@ export class BatchStore {
     if (current.finishedAt) return { batch: current, removed: 0, alreadyFinished: true };
     const removed = await withDatabaseRetry(() =>
       this.knex.transaction(
-        async (trx) => {
-          // Read committed: the DELETE locks only the rows it removes, not the batch's running jobs.
-          const [deleted] = (await trx.raw(`DELETE FROM \`${this.tables.jobs}\` WHERE batch_id = ? AND reserved_at IS NULL`, [id])) as [{ affectedRows: number }];
-          await trx.raw(
-            `UPDATE \`${this.tables.jobBatches}\` SET cancelled_at = COALESCE(cancelled_at, NOW(3)), pending_jobs = pending_jobs - ?
-             WHERE id = ? AND finished_at IS NULL`,
-            [deleted.affectedRows, id],
-          );
-          await finishBatches(execOn(trx), this.tables, [id]);
-          return deleted.affectedRows;
-        },
+        // Read committed: the DELETE locks only the rows it removes, not the batch's running jobs.
+        (trx) => cancelWaitingJobs(trx, this.tables, id),
         { isolationLevel: 'read committed' },
       ),
     );

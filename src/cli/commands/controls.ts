@@ -64,3 +64,19 @@ export const restartCommand = defineCommand({
     );
   },
 });
+
+export const clearCommand = defineCommand({
+  command: 'clear <queues..>',
+  describe: 'Remove the waiting jobs of these queues (due, delayed, in backoff); running jobs finish',
+  builder: (yargs) =>
+    yargs.positional('queues', { type: 'string', array: true, demandOption: true, describe: 'Queue names' }).option('json', { type: 'boolean', default: false }),
+  async run(context, argv) {
+    const queues = targetQueues({ queues: argv.queues as string[] });
+    const cleared = await (await context.mailq()).clear(queues);
+    if (argv.json) return void context.output.out(json(cleared));
+    for (const { queue, removed, cancelledBatches } of cleared) {
+      const batches = cancelledBatches.length === 0 ? '' : `; cancelled batch${cancelledBatches.length === 1 ? '' : 'es'} ${cancelledBatches.join(', ')}`;
+      context.output.out(`Cleared ${removed} waiting job${removed === 1 ? '' : 's'} from ${label(queue)}${batches}.`);
+    }
+  },
+});

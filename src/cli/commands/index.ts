@@ -10,7 +10,7 @@ import { fakeTwsCommand } from './fake-tws.js';
 import { demoCommand } from './demo.js';
 // The mailbox sync job is built in: every mailq process (workers included) knows it.
 import '../../mailbox/register.js';
-import { pauseCommand, restartCommand, resumeCommand } from './controls.js';
+import { clearCommand, pauseCommand, restartCommand, resumeCommand } from './controls.js';
 import { monitorCommand, statusCommand } from './monitor.js';
 import { doctorCommand } from './doctor.js';
 import { batchCancelCommand, batchCommand, batchesCommand } from './batches.js';
@@ -33,6 +33,7 @@ export const commands: Array<CommandModule<GlobalFlags, any>> = [
   restartCommand,
   pauseCommand,
   resumeCommand,
+  clearCommand,
   monitorCommand,
   statusCommand,
   doctorCommand,

@@ -26,6 +26,12 @@ export interface ThrowawayServer {
   /** The temporary folder holding the datadir and socket; stop() deletes it. */
   dir: string;
   version: string;
+  /**
+   * Shuts the server down cleanly and starts it again on the same data and port: what a client
+   * sees when its database restarts (connections drop, then refused, then answered again).
+   * `downMs` is how long it stays down.
+   */
+  restart(downMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -154,33 +160,50 @@ function serverArgs(binaries: ServerBinaries, dir: string, port: number): string
 }
 
 async function launch(binaries: ServerBinaries, dir: string, port: number): Promise<ThrowawayServer> {
-  const child = spawn(binaries.server, serverArgs(binaries, dir, port), { stdio: ['ignore', 'ignore', 'pipe'] });
+  let child: ChildProcess | undefined;
   const killOnExit = (): void => {
-    child.kill('SIGKILL');
+    child?.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   };
   // A test run that crashes must not leave a server and its folder behind.
   process.on('exit', killOnExit);
-  unrefChild(child);
-  const tail = collectLogTail(child);
   try {
-    await waitUntilReady(child, tail);
+    child = await spawnReady(binaries, dir, port, (started) => (child = started));
     await bootstrap(binaries, dir);
   } catch (err) {
     process.off('exit', killOnExit);
-    await stopProcess(child);
+    if (child) await stopProcess(child);
     throw err;
   }
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      await stopProcess(child);
+      if (child) await stopProcess(child);
       process.off('exit', killOnExit);
       await rm(dir, { recursive: true, force: true });
     })();
     return stopping;
   };
-  return { url: `mysql://root@127.0.0.1:${port}/test`, port, dir, version: binaries.version, stop };
+  const restart = async (downMs = 0): Promise<void> => {
+    if (child) await stopProcess(child);
+    await new Promise((resolve) => setTimeout(resolve, downMs));
+    child = await spawnReady(binaries, dir, port, (started) => (child = started));
+  };
+  return { url: `mysql://root@127.0.0.1:${port}/test`, port, dir, version: binaries.version, restart, stop };
+}
+
+/** Starts the server and resolves once it is ready; `onSpawn` learns of the process at once, so an exit hook can kill it. */
+async function spawnReady(binaries: ServerBinaries, dir: string, port: number, onSpawn: (child: ChildProcess) => void): Promise<ChildProcess> {
+  const child = spawn(binaries.server, serverArgs(binaries, dir, port), { stdio: ['ignore', 'ignore', 'pipe'] });
+  onSpawn(child);
+  unrefChild(child);
+  try {
+    await waitUntilReady(child, collectLogTail(child));
+    return child;
+  } catch (err) {
+    await stopProcess(child);
+    throw err;
+  }
 }
 
 function unrefChild(child: ChildProcess): void {

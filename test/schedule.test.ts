@@ -117,6 +117,23 @@ describe('the scheduler', () => {
   });
 });
 
+describe('old runs', () => {
+  it('are pruned after 30 days in minute 17 of an hour, each entry keeping its newest run', async () => {
+    const daysAgo = (days: number) => mq.knex.raw(`NOW(3) - INTERVAL ${days} DAY`);
+    const row = (entry: string, days: number) => ({ entry, slot: daysAgo(days), status: 'done', runner: 'host-0' });
+    await mq.knex(mq.tables.scheduleRuns).insert([row('hourly', 45), row('hourly', 31), row('hourly', 29), row('hourly', 0), row('yearly', 400), row('yearly', 40)]);
+    const scheduler = new Scheduler(mq.knex, mq.tables, [], { runner: recordingRunner(), logger: silent });
+
+    await scheduler.runDue(new Date('2026-01-01T02:16:00Z'));
+    expect(await mq.knex(mq.tables.scheduleRuns).count({ n: '*' })).toEqual([{ n: 6 }]);
+
+    await scheduler.runDue(new Date('2026-01-01T02:17:00Z'));
+    const left = await mq.knex(mq.tables.scheduleRuns).select('entry', mq.knex.raw('DATEDIFF(NOW(), slot) AS days')).orderBy(['entry', 'slot']);
+    expect(left.map((run: { entry: string; days: number }) => `${run.entry} ${run.days}`)).toEqual(['hourly 29', 'hourly 0', 'yearly 40']);
+    expect(await scheduler.runs.prune()).toBe(0);
+  });
+});
+
 describe('schedule entries', () => {
   it('splits command lines like a shell, quotes included', () => {
     expect(splitCommandLine(`dispatch probe '{"from": "cron"}' --queue  sched`)).toEqual(['dispatch', 'probe', '{"from": "cron"}', '--queue', 'sched']);

@@ -18,6 +18,9 @@ export interface ScheduleRun {
   finishedAt: Date | null;
 }
 
+/** How long schedule_runs keeps a run (each entry's newest run is always kept). */
+export const KEEP_RUNS_DAYS = 30;
+
 /** A run without a batch that never recorded its end (its scheduler died) stops counting as running after this. */
 const STALE_RUN_HOURS = 24;
 
@@ -78,6 +81,22 @@ export class ScheduleRuns {
       if (Number(rows[0]?.recent)) return `the ${iso(previous.slot)} run (on ${previous.runner}) has not finished`;
     }
     return undefined;
+  }
+
+  /**
+   * Deletes runs older than `keepDays`, except each entry's newest run (which `withoutOverlapping`
+   * and `schedule:list` read). A per-minute entry would otherwise add half a million rows a year.
+   */
+  async prune(keepDays = KEEP_RUNS_DAYS): Promise<number> {
+    const runs = `\`${this.tables.scheduleRuns}\``;
+    const [result] = (await withDatabaseRetry(() =>
+      this.knex.raw(
+        `DELETE old FROM ${runs} old JOIN (SELECT entry, MAX(slot) AS newest FROM ${runs} GROUP BY entry) kept ON kept.entry = old.entry
+         WHERE old.slot < kept.newest AND old.slot < NOW(3) - INTERVAL ? DAY`,
+        [keepDays],
+      ),
+    )) as [{ affectedRows: number }];
+    return result.affectedRows;
   }
 
   /** The latest runs of each entry, newest first. */

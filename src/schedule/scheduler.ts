@@ -5,7 +5,10 @@ import type { TableNames } from '../db/tables.js';
 import { parseDuration, type Duration } from '../duration.js';
 import { sleep } from '../sleep.js';
 import { entryKey, latestSlot, nextSlot, splitCommandLine, type ScheduleEntry } from './entry.js';
-import { ScheduleRuns } from './runs.js';
+import { KEEP_RUNS_DAYS, ScheduleRuns } from './runs.js';
+
+/** The minute of each hour in which a scheduler prunes old runs: any one will do, the DELETE is idempotent. */
+const PRUNE_MINUTE = 17;
 
 /** Runs one entry's command line; says how it ended and which batches it created. */
 export type CommandRunner = (argv: string[], entry: ScheduleEntry) => Promise<{ exitCode: number; batchIds: string[]; output?: string }>;
@@ -67,7 +70,10 @@ export class Scheduler {
     this.runnerId = options.runnerId ?? `${hostname()}:${process.pid}`;
   }
 
-  /** Fires every entry whose latest slot is due and not yet fired; entries run one after another. */
+  /**
+   * Fires every entry whose latest slot is due and not yet fired; entries run one after another.
+   * Once an hour (in minute 17, whichever scheduler runs then) it also prunes old runs.
+   */
   async runDue(now?: Date): Promise<SlotResult[]> {
     const at = now ?? (await this.databaseNow());
     const results: SlotResult[] = [];
@@ -78,7 +84,17 @@ export class Scheduler {
         this.options.onSlot?.(result);
       }
     }
+    if (at.getUTCMinutes() === PRUNE_MINUTE) await this.pruneRuns();
     return results;
+  }
+
+  private async pruneRuns(): Promise<void> {
+    try {
+      const pruned = await this.runs.prune();
+      if (pruned > 0) this.options.logger.info({ pruned, keptDays: KEEP_RUNS_DAYS }, 'pruned old schedule runs');
+    } catch (error) {
+      this.options.logger.warn({ err: error }, 'could not prune old schedule runs; trying again in an hour');
+    }
   }
 
   /** Runs until `signal` aborts: sleeps until the next slot of any entry, fires what is due. */

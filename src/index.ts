@@ -19,7 +19,7 @@ export type { DispatchOneOptions, DispatchManyOptions, DispatchedJob, DispatchMa
 export type { ClearedQueue } from './queue/clear.js';
 export { Worker, newWorkerId, type WorkerOptions, type WorkerStats, type WorkerStopReason, type WorkerEvents } from './worker/worker.js';
 export type { ClaimedJob } from './worker/claimed-job.js';
-export { FailedJobs, type FailedJob, type ListFailedOptions, type RetryFailedResult } from './failed/store.js';
+export { FailedJobs, type FailedJob, type ListFailedOptions, type RetryFailedOptions, type RetryFailedResult } from './failed/store.js';
 export { MailqError, ConfigError, InvalidJobError, PermanentError, DeferJobError, JobTimeoutError } from './errors.js';
 export { loadSettings, parseSettings, settingsSchema, type MailqSettings, type WorkerSettings, type MailqConfigInput, type LoadSettingsOptions } from './config.js';
 export { parseDuration, formatDuration, type Duration } from './duration.js';

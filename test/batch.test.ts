@@ -146,6 +146,21 @@ describe('batches', () => {
     expect(callbackRuns.map((run) => run.kind).sort()).toEqual(['finally', 'then']);
   });
 
+  it('mailq retry all --batch <id> retries that batch\'s failed jobs only', async () => {
+    const first = await mq.batch(work, [{ n: 1, fail: true }, { n: 2 }], { queue: 'batch-later' });
+    const second = await mq.batch(work, [{ n: 3, fail: true }], { queue: 'batch-later' });
+    await drain(['batch-later']);
+    expect(await mq.failed.count('batch-later')).toBe(2);
+
+    const output = capture();
+    expect(await main(['retry', 'all', '--batch', first.id, '--database-url', db.url], output)).toBe(0);
+    expect(output.lines).toEqual(['Retried 1 failed job.']);
+    expect(await mq.knex(mq.tables.failedJobs).where({ queue: 'batch-later' }).pluck('batch_id')).toEqual([second.id]);
+    expect(await mq.knex(mq.tables.jobs).where({ queue: 'batch-later' }).pluck('batch_id')).toEqual([first.id]);
+    // The first batch finished when its jobs ended; a retry after that no longer changes its counts.
+    expect(await mq.batches.find(first.id)).toMatchObject({ state: 'finished', failed: 1 });
+  });
+
   it('cancel removes the waiting jobs, finishes the batch, and runs finally but not then', async () => {
     const created = await mq.batch(work, Array.from({ length: 10 }, (_, n) => ({ n, fail: false })), { ...callbacks, delay: '1h' });
     const { batch, removed } = await mq.batches.cancel(created.id);

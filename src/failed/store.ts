@@ -45,6 +45,13 @@ export interface RetryFailedResult {
 
 type Ids = number[] | 'all';
 
+export interface RetryFailedOptions {
+  /** Only failed jobs of this queue. */
+  queue?: string;
+  /** Only failed jobs of this batch (Laravel's `queue:retry-batch`). */
+  batchId?: string;
+}
+
 /** Columns copied between `jobs` and `failed_jobs`, so a retried job keeps its identity, options and unique key. */
 const CARRIED_COLUMNS = ['uuid', 'queue', 'name', 'payload', 'max_attempts', 'backoff', 'timeout_ms', 'priority', 'batch_id', 'unique_key', 'created_at']
   .map((column) => `\`${column}\``)
@@ -83,7 +90,7 @@ export class FailedJobs {
    * chunk is one transaction that inserts and deletes the same locked rows: a job is never in both
    * tables, never in neither. A job whose key a pending or running job holds is not inserted twice.
    */
-  async retry(ids: Ids, options: { queue?: string } = {}): Promise<RetryFailedResult> {
+  async retry(ids: Ids, options: RetryFailedOptions = {}): Promise<RetryFailedResult> {
     const result: RetryFailedResult = { retried: 0, missing: [], alreadyQueued: [] };
     const add = (moved: MovedBack) => {
       result.retried += moved.retried.length;
@@ -91,7 +98,7 @@ export class FailedJobs {
     };
     if (ids === 'all') {
       for (;;) {
-        const chunk = await this.selectIds(options.queue, RETRY_CHUNK);
+        const chunk = await this.selectIds(options, RETRY_CHUNK);
         if (chunk.length === 0) return result;
         add(await this.moveBack(chunk));
       }
@@ -100,7 +107,7 @@ export class FailedJobs {
     const moved = new Set<number>();
     for (let start = 0; start < ids.length; start += RETRY_CHUNK) {
       const chunk = ids.slice(start, start + RETRY_CHUNK);
-      const outcome = await this.moveBack(await this.selectIds(options.queue, RETRY_CHUNK, chunk));
+      const outcome = await this.moveBack(await this.selectIds(options, RETRY_CHUNK, chunk));
       add(outcome);
       for (const id of [...outcome.retried, ...outcome.alreadyQueued.map((entry) => entry.id)]) moved.add(id);
     }
@@ -122,9 +129,10 @@ export class FailedJobs {
     return query.delete();
   }
 
-  private async selectIds(queue: string | undefined, limit: number, among?: number[]): Promise<number[]> {
+  private async selectIds(filter: RetryFailedOptions, limit: number, among?: number[]): Promise<number[]> {
     const query = this.knex(this.tables.failedJobs).select('id').orderBy('id').limit(limit);
-    if (queue) query.where('queue', queue);
+    if (filter.queue) query.where('queue', filter.queue);
+    if (filter.batchId) query.where('batch_id', filter.batchId);
     if (among) query.whereIn('id', among);
     return (await query).map((row: { id: number | string }) => Number(row.id));
   }

@@ -8,13 +8,14 @@ export const retryCommand = defineCommand({
   builder: (yargs) =>
     yargs
       .positional('ids', { type: 'string', array: true, demandOption: true, describe: 'Failed job ids, or all' })
-      .option('queue', { type: 'string', describe: 'With all: only this queue' })
+      .option('queue', { type: 'string', describe: 'Only failed jobs of this queue' })
+      .option('batch', { type: 'string', describe: 'Only failed jobs of this batch (e.g. retry all --batch <id>)' })
       .option('json', { type: 'boolean', default: false }),
   async run(context, argv) {
     const mq = await context.mailq();
     const raw = (argv.ids as unknown[]).map(String);
     const ids = raw.length === 1 && raw[0] === 'all' ? 'all' : raw.map(requireId);
-    const result = await mq.failed.retry(ids, { queue: argv.queue });
+    const result = await mq.failed.retry(ids, { queue: argv.queue, batchId: argv.batch });
     if (argv.json) context.output.out(JSON.stringify(result));
     else context.output.out(`Retried ${result.retried} failed job${result.retried === 1 ? '' : 's'}.`);
     for (const { id, heldBy } of argv.json ? [] : result.alreadyQueued) {

@@ -125,8 +125,7 @@ export async function removeJobsOfCancelledBatches(trx: Knex.Transaction, tables
   const removed: number[] = [];
   for (const { id: batchId } of cancelled) {
     const ids = jobs.filter((job) => job.batchId === batchId).map((job) => job.id);
-    const deleted = (await exec(deleteByIdsSql(tables.jobs, ids), ids)) as { affectedRows: number };
-    await exec(`UPDATE \`${tables.jobBatches}\` SET pending_jobs = pending_jobs - ? WHERE id = ?`, [deleted.affectedRows, batchId]);
+    await dropBatchJobs(exec, tables, batchId, { sql: `id IN (${placeholders(ids)})`, bindings: ids });
     removed.push(...ids);
   }
   await finishBatches(exec, tables, cancelled.map((row) => row.id));
@@ -141,17 +140,20 @@ export async function removeJobsOfCancelledBatches(trx: Knex.Transaction, tables
  */
 export async function cancelWaitingJobs(trx: Knex.Transaction, tables: TableNames, batchId: string, options: { queue?: string } = {}): Promise<number> {
   const exec = execOn(trx);
-  const inQueue = options.queue === undefined ? '' : ' AND queue = ?';
-  const deleted = (await exec(`DELETE FROM \`${tables.jobs}\` WHERE batch_id = ? AND reserved_at IS NULL${inQueue}`, [
-    batchId,
-    ...(options.queue === undefined ? [] : [options.queue]),
-  ])) as { affectedRows: number };
+  const waiting = options.queue === undefined ? { sql: 'reserved_at IS NULL', bindings: [] } : { sql: 'reserved_at IS NULL AND queue = ?', bindings: [options.queue] };
+  const removed = await dropBatchJobs(exec, tables, batchId, waiting);
+  await finishBatches(exec, tables, [batchId]);
+  return removed;
+}
+
+/** Deletes those of a batch's jobs that match `which`, counts them done in it, and marks it cancelled. */
+async function dropBatchJobs(exec: Exec, tables: TableNames, batchId: string, which: { sql: string; bindings: unknown[] }): Promise<number> {
+  const deleted = (await exec(`DELETE FROM \`${tables.jobs}\` WHERE batch_id = ? AND ${which.sql}`, [batchId, ...which.bindings])) as { affectedRows: number };
   await exec(
     `UPDATE \`${tables.jobBatches}\` SET cancelled_at = COALESCE(cancelled_at, NOW(3)), pending_jobs = pending_jobs - ?
      WHERE id = ? AND finished_at IS NULL`,
     [deleted.affectedRows, batchId],
   );
-  await finishBatches(exec, tables, [batchId]);
   return deleted.affectedRows;
 }
 

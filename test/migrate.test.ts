@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Knex } from 'knex';
 import { migrations } from '../migrations/index.js';
+import { assertSupportedServer, parseServerVersion, supportsSkipLocked } from '../src/db/server-version.js';
 import type { Mailq } from '../src/mailq.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { openQueue, ROOT } from './support/queue.js';
@@ -142,5 +144,30 @@ describe('migrations in an installed package', () => {
     // The installed bin, run from the app's folder, finds the same migrations.
     const cli = await run(process.execPath, [path.join(installed, 'bin', 'mailq.js'), 'migrate', '--status', '--json', '--prefix', prefix, '--database-url', db.url], { cwd: app });
     expect(JSON.parse(cli.stdout)).toEqual({ applied: latest, pending: [] });
+  });
+});
+
+describe('servers without SKIP LOCKED', () => {
+  it.each([
+    ['10.5.19-MariaDB-0+deb11u2', false],
+    ['10.6.0-MariaDB', true],
+    ['10.11.19-MariaDB-0+deb12u1', true],
+    ['11.4.2-MariaDB', true],
+    ['5.7.44', false],
+    ['8.0.0', false],
+    ['8.0.1', true],
+    ['8.4.3', true],
+    ['9.1.0', true],
+  ])('%s → supported: %s', (version, supported) => {
+    expect(supportsSkipLocked(parseServerVersion(version))).toBe(supported);
+  });
+
+  it('are refused with one clear sentence before anything is created; this server passes', async () => {
+    // The server's answer to SELECT VERSION() is all the check reads.
+    const oldServer = { raw: async () => [[{ version: '10.5.19-MariaDB-0+deb11u2' }]] } as unknown as Knex;
+    await expect(assertSupportedServer(oldServer)).rejects.toThrow(
+      'this server is MariaDB 10.5.19-MariaDB-0+deb11u2: mailq needs MariaDB 10.6 or later (its workers claim with SELECT … FOR UPDATE SKIP LOCKED)',
+    );
+    await expect(assertSupportedServer(mq.knex)).resolves.toBeUndefined();
   });
 });

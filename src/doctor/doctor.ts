@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { minimumVersionFor, serverVersion, supportsSkipLocked, type ServerVersion } from '../db/server-version.js';
 import { withSession } from '../db/session.js';
 import type { TableNames } from '../db/tables.js';
 import { migrationStatus } from '../schema/migrate.js';
@@ -29,13 +30,6 @@ export interface DoctorOptions {
   queue?: string;
 }
 
-interface ServerVersion {
-  product: 'MariaDB' | 'MySQL';
-  version: string;
-  major: number;
-  minor: number;
-  patch: number;
-}
 
 /** The claim index, column by column: the claim's WHERE and ORDER BY follow it exactly. */
 const CLAIM_INDEX_COLUMNS = ['queue', 'reserved_at', 'priority', 'available_at'];
@@ -59,21 +53,13 @@ export async function runDoctor(knex: Knex, tables: TableNames, options: DoctorO
   return { ok: checks.every((check) => check.status !== 'fail'), checks, claimPlan: plan };
 }
 
-async function serverVersion(knex: Knex): Promise<ServerVersion> {
-  const [rows] = (await knex.raw('SELECT VERSION() AS version')) as [Array<{ version: string }>];
-  const version = rows[0]!.version;
-  const [major = 0, minor = 0, patch = 0] = (/^(\d+)\.(\d+)\.(\d+)/.exec(version)?.slice(1) ?? []).map(Number);
-  return { product: /mariadb/i.test(version) ? 'MariaDB' : 'MySQL', version, major, minor, patch };
-}
-
 function versionCheck(server: ServerVersion): DoctorCheck {
-  const { product, major, minor, patch } = server;
-  const supported = product === 'MariaDB' ? major > 10 || (major === 10 && minor >= 6) : major > 8 || (major === 8 && (minor > 0 || patch >= 1));
+  const supported = supportsSkipLocked(server);
   return {
     name: 'server version',
     status: supported ? 'ok' : 'fail',
-    value: `${product} ${server.version}`,
-    detail: supported ? 'supports SKIP LOCKED' : `mailq needs ${product === 'MariaDB' ? 'MariaDB 10.6' : 'MySQL 8.0.1'} or later (SKIP LOCKED)`,
+    value: `${server.product} ${server.version}`,
+    detail: supported ? 'supports SKIP LOCKED' : `mailq needs ${minimumVersionFor(server.product)} or later (SKIP LOCKED)`,
   };
 }
 

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { assertSupportedServer } from '../db/server-version.js';
 import { migrations, type MailqMigration } from '../../migrations/index.js';
 import type { TableNames } from '../db/tables.js';
 
@@ -29,6 +30,7 @@ function migratorConfig(tables: TableNames): Knex.MigratorConfig {
 }
 
 export async function migrateLatest(knex: Knex, tables: TableNames): Promise<string[]> {
+  await assertSupportedServer(knex);
   const [, applied] = (await knex.migrate.latest(migratorConfig(tables))) as [number, string[]];
   return applied;
 }

@@ -7,6 +7,7 @@ import { backoffDelayMs, toBackoffPlan, type BackoffOption, type BackoffPlan } f
 import { parseDuration, type Duration } from '../duration.js';
 import { isConnectionError } from '../db/errors.js';
 import { withDatabaseRetry } from '../db/retry.js';
+import { assertSupportedServer } from '../db/server-version.js';
 import type { TableNames } from '../db/tables.js';
 import type { JobRegistry } from '../job.js';
 import { describeError, startAttempt, type AttemptOutcome, type RunningAttempt } from './attempt.js';
@@ -159,6 +160,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Tries/timeout/backoff that job definitions set, for rows dispatched without them. */
   private readonly jobDefaults: ReadonlyMap<string, JobDefaults>;
   private readonly heartbeat: Heartbeat | undefined;
+  /** Checked before the first claim (once the database answers): a server without SKIP LOCKED stops the worker with a clear error. */
+  private readonly checkServer: () => Promise<void>;
+  private serverChecked = false;
 
   constructor(
     knex: Knex,
@@ -179,6 +183,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.logger = logger.child({ worker: this.id });
     this.gate = new ClaimGate(new RateLimiter(knex, tables), registry, this.options.queues, this.logger);
     this.heartbeat = this.options.heartbeatMs > 0 ? this.createHeartbeat(knex, tables, options.supervisorId) : undefined;
+    this.checkServer = () => assertSupportedServer(knex);
   }
 
   private createHeartbeat(knex: Knex, tables: TableNames, supervisorId: string | undefined): Heartbeat {
@@ -316,6 +321,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * may have skipped rows another worker was locking.
    */
   private async claimSafely(limit: number): Promise<ClaimedJob[]> {
+    if (!this.serverChecked) {
+      this.serverChecked = (await this.databaseCall(() => this.checkServer().then(() => true))) ?? false;
+      if (!this.serverChecked) return [];
+    }
     const claimable = this.claimableQueues();
     // Paused queues are left out by the heartbeat; queues waiting for a rate-limit token, by the gate.
     const queues = this.gate.openQueues(claimable);

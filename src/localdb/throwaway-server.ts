@@ -168,7 +168,7 @@ async function launch(binaries: ServerBinaries, dir: string, port: number): Prom
   // A test run that crashes must not leave a server and its folder behind.
   process.on('exit', killOnExit);
   try {
-    child = await spawnReady(binaries, dir, port, (started) => (child = started));
+    await spawnReady(binaries, dir, port, (started) => (child = started));
     await bootstrap(binaries, dir);
   } catch (err) {
     process.off('exit', killOnExit);
@@ -187,19 +187,18 @@ async function launch(binaries: ServerBinaries, dir: string, port: number): Prom
   const restart = async (downMs = 0): Promise<void> => {
     if (child) await stopProcess(child);
     await new Promise((resolve) => setTimeout(resolve, downMs));
-    child = await spawnReady(binaries, dir, port, (started) => (child = started));
+    await spawnReady(binaries, dir, port, (started) => (child = started));
   };
   return { url: `mysql://root@127.0.0.1:${port}/test`, port, dir, version: binaries.version, restart, stop };
 }
 
 /** Starts the server and resolves once it is ready; `onSpawn` learns of the process at once, so an exit hook can kill it. */
-async function spawnReady(binaries: ServerBinaries, dir: string, port: number, onSpawn: (child: ChildProcess) => void): Promise<ChildProcess> {
+async function spawnReady(binaries: ServerBinaries, dir: string, port: number, onSpawn: (child: ChildProcess) => void): Promise<void> {
   const child = spawn(binaries.server, serverArgs(binaries, dir, port), { stdio: ['ignore', 'ignore', 'pipe'] });
   onSpawn(child);
   unrefChild(child);
   try {
     await waitUntilReady(child, collectLogTail(child));
-    return child;
   } catch (err) {
     await stopProcess(child);
     throw err;

@@ -70,7 +70,7 @@ export async function openDemoDatabase(configuredUrl: string | undefined, log: (
 }
 
 async function onServer(serverUrl: string, sql: string): Promise<void> {
-  const connection = await mysql.createConnection({ ...mysqlConnectionOptions(parseServerUrl(serverUrl)), database: undefined, connectTimeout: 10_000 });
+  const connection = await mysql.createConnection({ ...mysqlConnectionOptions(parseServerUrl(withDatabase(serverUrl, ''))), connectTimeout: 10_000 });
   try {
     await connection.query(sql);
   } finally {

@@ -3,10 +3,12 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { parseBytes } from './bytes.js';
-import { parseDuration } from './duration.js';
+import { MAX_TIMER_MS, parseDuration } from './duration.js';
 import { parseBackoffFlag, toBackoffPlan, type BackoffPlan } from './backoff.js';
 import { ConfigError } from './errors.js';
 import { parseDatabaseUrl } from './db/url.js';
+import { tableNameProblem, tablePrefixProblem } from './db/tables.js';
+import { nameProblem, quoteValue } from './names.js';
 import { scheduleEntrySchema } from './schedule/entry.js';
 import { parseRate } from './mailbox/rate.js';
 
@@ -22,6 +24,19 @@ const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
     return z.NEVER;
   }
 });
+
+/** A duration that a timer waits for: Node's timers cannot wait longer than ~24.8 days (they fire after 1 ms instead). */
+const timerDuration = duration.pipe(z.number().max(MAX_TIMER_MS, 'at most 24 days (the longest a timer can wait)'));
+
+/** Upper bounds of counts that are settings and flags alike: past them, a value is a typo (1e9 processes would fork until the host falls over). */
+export const LIMITS = { concurrency: 10_000, processes: 1_000, tries: 10_000 } as const;
+
+/** An integer from a number or its decimal text (env and flags are text); `true`, '' and '1e3' are not integers. */
+export function integer(min: number, max: number = Number.MAX_SAFE_INTEGER) {
+  return z
+    .union([z.number(), z.string().trim().regex(/^-?\d+$/, 'expected an integer').transform(Number)], { error: 'expected an integer' })
+    .pipe(z.number().int('expected an integer').min(min, `expected an integer ≥ ${min}`).max(max, `expected an integer ≤ ${max}`));
+}
 
 const backoff = z
   .union([
@@ -42,19 +57,23 @@ const backoff = z
 const queueList = z
   .union([z.string(), z.array(z.string())])
   .transform((value) => (Array.isArray(value) ? value : value.split(',')).map((q) => q.trim()).filter(Boolean))
-  .refine((queues) => queues.length > 0, 'name at least one queue');
-
-const positiveInt = z.coerce.number().int().positive();
+  .refine((queues) => queues.length > 0, 'name at least one queue')
+  .superRefine((queues, ctx) => {
+    for (const queue of queues) {
+      const problem = nameProblem(queue);
+      if (problem) ctx.addIssue({ code: 'custom', message: `queue ${quoteValue(queue)} ${problem}` });
+    }
+  });
 
 const workerSchema = z.object({
   queues: queueList.default(['default']),
-  concurrency: positiveInt.default(1),
-  processes: positiveInt.default(1),
-  tries: positiveInt.default(1),
-  timeout: duration.default(60_000),
+  concurrency: integer(1, LIMITS.concurrency).default(1),
+  processes: integer(1, LIMITS.processes).default(1),
+  tries: integer(1, LIMITS.tries).default(1),
+  timeout: timerDuration.default(60_000),
   backoff: backoff.default([0]),
-  sleep: duration.default(100),
-  maxJobs: positiveInt.optional(),
+  sleep: timerDuration.default(100),
+  maxJobs: integer(1).optional(),
   maxTime: duration.optional(),
   /** Bytes of resident memory past which a worker process recycles. */
   memory: z
@@ -69,11 +88,11 @@ const workerSchema = z.object({
     })
     .optional(),
   /** How often each worker reports in and reads pause/restart controls. */
-  heartbeat: duration.default(5_000),
-  stopWait: duration.default(60_000),
+  heartbeat: timerDuration.default(5_000),
+  stopWait: timerDuration.default(60_000),
   leaseGrace: duration.default(30_000),
-  timeoutGrace: duration.default(10_000),
-  sweepInterval: duration.default(15_000),
+  timeoutGrace: timerDuration.default(10_000),
+  sweepInterval: timerDuration.default(15_000),
   once: z.boolean().default(false),
   stopWhenEmpty: z.boolean().default(false),
 });
@@ -94,17 +113,25 @@ const twsSchema = z.object({
       }
     }),
   /** Per HTTP request to TWS, body included. */
-  requestTimeout: duration.default(30_000),
+  requestTimeout: timerDuration.default(30_000),
 });
 
-const tableName = z.string().regex(/^[A-Za-z0-9_]{1,64}$/, 'a table name may hold letters, digits and _ only (at most 64)');
+/** A zod string checked by one of mailq's own rules (the library applies the same ones). */
+function checked(problem: (value: unknown) => string | undefined) {
+  return z.string().superRefine((value, ctx) => {
+    const found = problem(value);
+    if (found) ctx.addIssue({ code: 'custom', message: `${quoteValue(value)} ${found}` });
+  });
+}
+
+const tableName = checked(tableNameProblem);
 
 /** The mailbox sync job: where it runs and how hard it tries. Table names default to the prefixed ones. */
 const mailboxSchema = z.object({
-  queue: z.string().min(1).default('mailbox-sync'),
-  tries: positiveInt.default(3),
+  queue: checked(nameProblem).default('mailbox-sync'),
+  tries: integer(1, LIMITS.tries).default(3),
   backoff: backoff.default([60_000, 120_000, 300_000]),
-  timeout: duration.default(120_000),
+  timeout: timerDuration.default(120_000),
   taxpayersTable: tableName.optional(),
   messagesTable: tableName.optional(),
 });
@@ -121,7 +148,7 @@ const databaseUrl = z.string({ error: NO_DATABASE_MESSAGE }).superRefine((url, c
 
 export const settingsSchema = z.object({
   databaseUrl,
-  tablePrefix: z.string().regex(/^[A-Za-z0-9_]*$/, 'tablePrefix may hold letters, digits and _ only').default(''),
+  tablePrefix: checked(tablePrefixProblem).default(''),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   jobs: z.array(z.string()).default([]),
   worker: workerSchema.default(workerSchema.parse({})),
@@ -193,6 +220,7 @@ function envValues(env: NodeJS.ProcessEnv): Record<string, unknown> {
 }
 
 function findConfigFile(cwd: string, explicit?: string): string | undefined {
+  if (explicit === '') throw new ConfigError('config file: expected a file name, got an empty one');
   if (explicit) {
     const absolute = path.resolve(cwd, explicit);
     if (!existsSync(absolute)) throw new ConfigError(`config file not found: ${explicit}`);

@@ -2,6 +2,8 @@ import type { Logger } from 'pino';
 import type { ZodType } from 'zod';
 import type { BackoffOption } from './backoff.js';
 import type { Duration } from './duration.js';
+import { ConfigError } from './errors.js';
+import { nameProblem, quoteValue } from './names.js';
 import { resolveRateLimit, type RateLimitOption } from './ratelimit/rate-limit.js';
 import type { JobRateLimit } from './ratelimit/claim-gate.js';
 
@@ -50,6 +52,14 @@ export interface JobDefinition<Payload = unknown, Input = Payload> {
    * another is skipped (reported, not an error). The key frees when the job completes or fails.
    */
   unique?(payload: Payload): string;
+  /**
+   * Checks that what this job needs in order to run is configured here (an API token, a URL):
+   * throw, with a message that says what to set, when it is missing. A worker whose queues
+   * include the job's queue runs it before it claims anything, and `mailq work` before it starts
+   * worker processes: the worker refuses to start (one line, exit 2) instead of failing every job.
+   * Keep it synchronous and local: read settings, do not call the network.
+   */
+  preflight?(): void;
   handle(payload: Payload, context: JobContext): Promise<unknown> | unknown;
 }
 
@@ -72,6 +82,11 @@ export type JobOptions<Payload, Input = Payload> = Omit<JobDefinition<Payload, I
  */
 export function defineJob<Payload, Input = Payload>(options: JobOptions<Payload, Input>): JobDefinition<Payload, Input> {
   if (!options.name || typeof options.name !== 'string') throw new TypeError('defineJob: a job needs a name');
+  const badName = nameProblem(options.name);
+  if (badName) throw new TypeError(`defineJob: name ${quoteValue(options.name)} ${badName}`);
+  const badQueue = options.queue === undefined ? undefined : nameProblem(options.queue);
+  if (badQueue) throw new TypeError(`defineJob(${options.name}): queue ${quoteValue(options.queue)} ${badQueue}`);
+  if (options.preflight !== undefined && typeof options.preflight !== 'function') throw new TypeError(`defineJob(${options.name}): preflight must be a function`);
   if (typeof options.handle !== 'function') throw new TypeError(`defineJob(${options.name}): handle must be a function`);
   if (options.tries !== undefined && (!Number.isInteger(options.tries) || options.tries < 1)) {
     throw new TypeError(`defineJob(${options.name}): tries must be an integer ≥ 1`);
@@ -114,5 +129,23 @@ export class JobRegistry {
 
   names(): string[] {
     return [...this.#jobs.keys()];
+  }
+
+  /**
+   * Runs the `preflight` of every job whose queue is one of `queues`: what a worker on those queues
+   * will run. The first that fails is thrown as a ConfigError naming the job.
+   *
+   * @example
+   * mq.registry.preflight(['mailbox-sync']); // throws "job 'sync-taxpayer-mailbox' cannot run here: TWS is not configured: …"
+   */
+  preflight(queues: readonly string[]): void {
+    for (const job of this.#jobs.values()) {
+      if (!job.preflight || !queues.includes(job.queue ?? 'default')) continue;
+      try {
+        job.preflight();
+      } catch (error) {
+        throw new ConfigError(`job '${job.name}' cannot run here: ${(error as Error).message}`);
+      }
+    }
   }
 }

@@ -1,4 +1,5 @@
 import pino, { type Logger, type LoggerOptions } from 'pino';
+import { redactSecrets } from './db/url.js';
 
 export type { Logger };
 
@@ -32,14 +33,16 @@ export function createLogger(options: CreateLoggerOptions = {}): Logger {
 /**
  * knex puts the whole statement in a failed query's message (and mysql2 in `sql`): with bulk
  * statements that is kilobytes of values per log line. Keep the server's own message and codes.
+ * A URL in a message or stack is logged with its password masked.
  */
 export function serializeError(error: unknown): unknown {
   const serialized = pino.stdSerializers.err(error as Error) as unknown as Record<string, unknown>;
   if (!serialized || typeof serialized !== 'object') return serialized;
   const { sql, ...rest } = serialized;
   const sqlMessage = rest.sqlMessage;
-  if (sql === undefined && sqlMessage === undefined) return serialized;
+  const masked = (value: unknown) => (typeof value === 'string' ? redactSecrets(value) : value);
+  if (sql === undefined && sqlMessage === undefined) return { ...serialized, message: masked(serialized.message), stack: masked(serialized.stack) };
   const message = typeof sqlMessage === 'string' ? sqlMessage : rest.message;
   const stack = typeof rest.stack === 'string' ? rest.stack.split('\n').filter((line) => /^\s+at /.test(line)).join('\n') : rest.stack;
-  return { ...rest, message, stack };
+  return { ...rest, message: masked(message), stack: masked(stack) };
 }

@@ -1,8 +1,8 @@
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
-import { connect } from './db/connection.js';
+import { connect, poolLike } from './db/connection.js';
 import { tableNames, type TableNames, type TableOverrides } from './db/tables.js';
-import { ConfigError, InvalidJobError } from './errors.js';
+import { InvalidJobError } from './errors.js';
 import { FailedJobs } from './failed/store.js';
 import { JobRegistry, type JobDefinition } from './job.js';
 import { createLogger } from './logger.js';
@@ -21,16 +21,21 @@ import { clearQueues, type ClearedQueue } from './queue/clear.js';
 export interface MailqOptions {
   /** `mysql://user:password@host:3306/database`; or pass your own `knex`. */
   databaseUrl?: string;
-  /** An existing knex instance (mysql2 client). mailq will not destroy it on close(). */
+  /**
+   * Your app's knex (mysql2 client), used as it is configured, and only for dispatch (`dispatch`,
+   * `dispatchMany`, `batch`), so a job can be dispatched in your transaction. mailq opens a pool of
+   * its own to the same database for everything else (workers, controls, reads, migrations), with
+   * the session settings it needs. mailq never closes your knex.
+   */
   knex?: Knex;
-  /** Prefix for every mailq table, e.g. `mailq_`. */
+  /** Prefix for every mailq table, e.g. `mailq_` (letters, digits and _, at most 24 characters). */
   tablePrefix?: string;
   /** Names for the mailbox tables when the app already owns them (used as given, without the prefix). */
   tables?: TableOverrides;
   /** Job definitions this instance knows: dispatch by name and workers run them. */
   jobs?: JobDefinition[];
   logger?: Logger;
-  /** Connection pool size when mailq opens its own pool. */
+  /** Size of mailq's own pool. Default 10. */
   poolMax?: number;
 }
 
@@ -45,6 +50,7 @@ export interface MailqOptions {
  * await mq.worker({ queues: ['default'], concurrency: 10 }).run();
  */
 export class Mailq {
+  /** mailq's own pool (UTC sessions, several statements per round trip): workers, controls, reads, migrations. */
   readonly knex: Knex;
   readonly tables: TableNames;
   readonly registry: JobRegistry;
@@ -74,21 +80,21 @@ export class Mailq {
   /** The shared rate limits: take tokens or pause a key from outside a job. */
   readonly rateLimits: RateLimiter;
   private readonly dispatcher: Dispatcher;
-  private readonly ownsKnex: boolean;
   private readonly workers = new Set<Worker>();
 
   constructor(options: MailqOptions) {
     if (!options.knex && !options.databaseUrl) throw new InvalidJobError('createMailq needs a databaseUrl or a knex instance');
-    if (options.knex) assertUsableKnex(options.knex);
-    this.knex = options.knex ?? connect(options.databaseUrl!, { poolMax: options.poolMax });
-    this.ownsKnex = !options.knex;
+    // Checked before any pool opens: the prefix goes into SQL as part of every table name.
     this.tables = tableNames(options.tablePrefix, options.tables);
+    // Pools open no connection until a query needs one.
+    this.knex = options.knex ? poolLike(options.knex, { poolMax: options.poolMax }) : connect(options.databaseUrl!, { poolMax: options.poolMax });
     this.registry = new JobRegistry(options.jobs);
     this.logger = options.logger ?? createLogger({ level: 'warn' });
     this.failed = new FailedJobs(this.knex, this.tables);
     this.controls = new QueueControls(this.knex, this.tables);
     this.monitor = new Monitor(this.knex, this.tables);
-    this.dispatcher = new Dispatcher(this.knex, this.tables, (job) => this.resolveJob(job));
+    // Dispatch alone goes through the app's knex: it is what must share the app's transactions.
+    this.dispatcher = new Dispatcher(options.knex ?? this.knex, this.tables, (job) => this.resolveJob(job));
     this.batches = new BatchStore(this.knex, this.tables, this.dispatcher, (job) => this.resolveJob(job));
     this.rateLimits = new RateLimiter(this.knex, this.tables);
   }
@@ -148,9 +154,14 @@ export class Mailq {
     return this.batches.create((second as readonly unknown[]).map((payload) => ({ job, payload })), third);
   }
 
-  /** A worker over this queue's jobs (plus any given here); call `run()` to start it. */
+  /**
+   * A worker over this queue's jobs (plus any given here); call `run()` to start it. The `preflight`
+   * of each job on the worker's queues runs first: a missing setting throws a ConfigError here,
+   * before anything is claimed.
+   */
   worker(options: WorkerOptions & { jobs?: JobDefinition[] } = {}): Worker {
     const registry = options.jobs ? new JobRegistry([...this.registryJobs(), ...options.jobs]) : this.registry;
+    registry.preflight(options.queues?.length ? options.queues : ['default']);
     const worker = new Worker(this.knex, this.tables, registry, this.logger, options);
     this.workers.add(worker);
     worker.once('stopping', () => this.workers.delete(worker));
@@ -181,10 +192,10 @@ export class Mailq {
     return runDoctor(this.knex, this.tables, options);
   }
 
-  /** Stops this instance's workers gracefully and closes the pool (if mailq opened it). */
+  /** Stops this instance's workers gracefully and closes mailq's pool (an app's own knex stays open). */
   async close(): Promise<void> {
     await Promise.all([...this.workers].map((worker) => worker.stop()));
-    if (this.ownsKnex) await this.knex.destroy();
+    await this.knex.destroy();
   }
 
   private registryJobs(): JobDefinition[] {
@@ -201,16 +212,3 @@ export function createMailq(options: MailqOptions): Mailq {
   return new Mailq(options);
 }
 
-/**
- * A caller's knex must be set up as mailq's own `connect()` does: the claim sends START TRANSACTION
- * with its SELECT in one round trip, and queue times are read in UTC. Say so now, not at the first claim.
- */
-function assertUsableKnex(knex: Knex): void {
-  const config = (knex.client as { config?: { client?: unknown; connection?: unknown } }).config;
-  const connection = config?.connection;
-  if (typeof connection !== 'object' || connection === null) return;
-  const { multipleStatements, timezone } = connection as { multipleStatements?: boolean; timezone?: string };
-  if (multipleStatements !== true || (timezone !== 'Z' && timezone !== '+00:00')) {
-    throw new ConfigError("createMailq({ knex }): the knex connection needs multipleStatements: true and timezone: 'Z' (or use createMailq({ databaseUrl }) or mailq's connect(url))");
-  }
-}

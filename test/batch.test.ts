@@ -260,6 +260,6 @@ describe('batches', () => {
 
     const bad = capture();
     expect(await main(['batch', 'nope', ...base], bad)).toBe(2);
-    expect(bad.errors[0]).toBe("mailq: invalid batch id 'nope': expected a uuid (see `mailq batches`)");
+    expect(bad.errors[0]).toBe("mailq: <id>: expected a uuid (see `mailq batches`), got 'nope'");
   });
 });

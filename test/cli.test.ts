@@ -106,13 +106,19 @@ describe('usage errors (exit 2)', () => {
     expectOneLineError(result.stderr, /no database configured: set MAILQ_DATABASE_URL/);
   });
 
-  it('a bad setting names the setting', async () => {
+  it('a bad flag names the flag and the value', async () => {
     const result = await mailq('work', '--concurrency', '0');
     expect(result.code).toBe(2);
-    expectOneLineError(result.err, /worker\.concurrency/);
+    expectOneLineError(result.err, /--concurrency: expected an integer from 1 to 10000, got '0'/);
     const timeout = await mailq('work', '--timeout', 'soonish');
     expect(timeout.code).toBe(2);
-    expectOneLineError(timeout.err, /worker\.timeout: invalid duration 'soonish'/);
+    expectOneLineError(timeout.err, /--timeout: invalid duration 'soonish'/);
+  });
+
+  it('a bad setting from the environment names the setting', async () => {
+    const result = await runCli(['work'], { env: { MAILQ_DATABASE_URL: db.url, MAILQ_TABLE_PREFIX: 'mq-' } });
+    expect(result.code).toBe(2);
+    expectOneLineError(result.stderr, /invalid setting tablePrefix: 'mq-' may hold letters, digits and _ only/);
   });
 
   it('an invalid id or payload', async () => {
@@ -120,10 +126,10 @@ describe('usage errors (exit 2)', () => {
     expect(id.code).toBe(2);
     const payload = await mailq('dispatch', 'greet', '{not json');
     expect(payload.code).toBe(2);
-    expectOneLineError(payload.err, /payload is not valid JSON/);
+    expectOneLineError(payload.err, /\[payload\]: not valid JSON/);
     const flush = await mailq('flush', '--hours', '-1');
     expect(flush.code).toBe(2);
-    expectOneLineError(flush.err, /--hours must be a number ≥ 0/);
+    expectOneLineError(flush.err, /--hours: expected a number from 0 to 1000000, got '-1'/);
     expect(await count(mq.knex, 'jobs')).toBe(0);
   });
 });
@@ -177,10 +183,10 @@ describe('migrate', () => {
 
 describe('dispatch and work', () => {
   it('dispatch prints the job (or JSON) and validates against --jobs definitions', async () => {
-    const plain = await mailq('dispatch', 'record', '{"n":1}', '--queue', 'cli');
+    const plain = await mailq('dispatch', 'record', '{"n":1}', '--queue', 'cli', '--jobs', FIXTURE_JOBS);
     expect(plain.code).toBe(0);
     expect(plain.out).toMatch(/^Dispatched record as job \d+ on queue cli\.$/);
-    const json = await mailq('dispatch', 'record', '{"n":2}', '--json', '--delay', '10m', '--priority', '3');
+    const json = await mailq('dispatch', 'record', '{"n":2}', '--json', '--delay', '10m', '--priority', '3', '--jobs', FIXTURE_JOBS);
     expect(JSON.parse(json.out)).toMatchObject({ queue: 'default', uuid: expect.any(String), id: expect.any(Number) });
     expect(await mq.knex('jobs').where({ id: JSON.parse(json.out).id }).first()).toMatchObject({ priority: 3, name: 'record' });
 

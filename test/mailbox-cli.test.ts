@@ -181,18 +181,18 @@ describe('mailq sync-mailbox (direct mode)', () => {
 
 describe('bad flags', () => {
   it.each([
-    [['sync-mailbox', '--concurrency', '0'], '--concurrency must be an integer ≥ 1'],
-    [['sync-mailbox', '--concurrency', 'lots'], '--concurrency must be an integer ≥ 1'],
+    [['sync-mailbox', '--concurrency', '0'], "--concurrency: expected an integer from 1 to 10000, got '0'"],
+    [['sync-mailbox', '--concurrency', 'lots'], "--concurrency: expected an integer from 1 to 10000, got 'lots'"],
     [['sync-mailbox', '--queue', '--concurrency', '4'], '--concurrency is for direct mode'],
-    [['sync-mailbox', '--taxpayer', 'abc'], '--taxpayer takes positive integer ids'],
-    [['sync-mailbox', '--team', '-1'], '--team takes positive integer ids'],
+    [['sync-mailbox', '--taxpayer', 'abc'], "--taxpayer: expected an integer ≥ 1, got 'abc'"],
+    [['sync-mailbox', '--team', '-1'], "--team: expected an integer ≥ 1, got '-1'"],
     [['sync-mailbox', '--timeout', '10s'], '--timeout and --backoff apply to queued jobs: add --queue'],
-    [['sync-mailbox', '--queue', '--tries', '0'], 'invalid setting mailbox.tries'],
-    [['sync-mailbox', '--queue', '--backoff', 'soon'], 'invalid setting mailbox.backoff'],
+    [['sync-mailbox', '--queue', '--tries', '0'], "--tries: expected an integer from 1 to 10000, got '0'"],
+    [['sync-mailbox', '--queue', '--backoff', 'soon'], "--backoff: invalid duration 'soon'"],
     [['sync-mailbox', '--queue', '--frobnicate'], 'Unknown argument: frobnicate'],
-    [['demo', '--taxpayers', '0'], '--taxpayers must be an integer ≥ 1'],
+    [['demo', '--taxpayers', '0'], "--taxpayers: expected an integer from 1 to 1000000, got '0'"],
     [['demo', '--latency', 'slow'], "invalid duration 'slow'"],
-    [['fake-tws', '--error-rate', '2'], '--error-rate must be between 0 and 1'],
+    [['fake-tws', '--error-rate', '2'], "--error-rate: expected a number from 0 to 1, got '2'"],
     [['fake-tws', '--rate-limit', 'fast'], 'Invalid rate "fast"'],
   ])('%j → exit 2', async (args, message) => {
     const { code, err } = await mailq(...args);

@@ -162,7 +162,7 @@ describe('mailq schedule:run / schedule / schedule:list', () => {
 
   it('runs the due entries through the CLI parser, once per slot, and fails when a run fails', async () => {
     const config = writeConfig('cli', [
-      { cron: '* * * * *', run: `dispatch sched-probe '{"from":"cron"}' --queue sched`, name: 'probe' },
+      { cron: '* * * * *', run: `dispatch sched-probe '{"from":"cron"}' --queue sched --force`, name: 'probe' },
       { cron: '* * * * *', run: 'dispatch sched-bad not-json', name: 'bad' },
     ]);
     const first = capture();
@@ -175,7 +175,7 @@ describe('mailq schedule:run / schedule / schedule:list', () => {
       ['bad', 'failed', 2],
       ['probe', 'done', 0],
     ]);
-    expect(rows.find((row) => row.entry === 'bad')!.detail).toContain('payload is not valid JSON');
+    expect(rows.find((row) => row.entry === 'bad')!.detail).toContain('[payload]: not valid JSON');
 
     const list = capture();
     expect(await main(['schedule:list', '--json', '--config', config], list)).toBe(0);
@@ -196,7 +196,7 @@ describe('mailq schedule:run / schedule / schedule:list', () => {
 
   it('two `mailq schedule` processes and two `schedule:run` processes fire each slot once', async () => {
     // Every second, so a few seconds hold several slots that both processes race for.
-    const config = writeConfig('loop', [{ cron: '* * * * * *', run: `dispatch sched-probe '{"from":"loop"}' --queue sched`, name: 'every-second' }], 'info');
+    const config = writeConfig('loop', [{ cron: '* * * * * *', run: `dispatch sched-probe '{"from":"loop"}' --queue sched --force`, name: 'every-second' }], 'info');
     const loops = [0, 1].map(() => startProcess(['bin/mailq.js', 'schedule', '--config', config]));
     // Both schedulers up (their SIGTERM handler installed) and a few slots fired, however slow the machine.
     const deadline = Date.now() + 30_000;

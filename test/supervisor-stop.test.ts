@@ -98,7 +98,7 @@ describe('stopping', { timeout: 120_000 }, () => {
   it('a bad setting fails in the supervisor, once, before any worker process starts', async () => {
     supervisor = startCli(['work', '--processes=3', '--jobs', '/nonexistent/jobs.mjs'], rec.env);
     expect(await supervisor.exited).toEqual({ code: 2, signal: null });
-    expect(supervisor.output()).toMatch(/^mailq: cannot load job module \/nonexistent\/jobs\.mjs/m);
+    expect(supervisor.output()).toMatch(/^mailq: cannot load job module '\/nonexistent\/jobs\.mjs'/m);
     expect(supervisor.output()).not.toContain('worker process started');
   });
 });

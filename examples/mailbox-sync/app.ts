@@ -6,6 +6,7 @@
 // It uses MAILQ_DATABASE_URL (default: mysql://root@127.0.0.1:3306/mailq_example_mailbox, created if
 // missing) and MAILQ_TWS_URL / MAILQ_TWS_TOKEN if set; otherwise it starts a fake TWS in-process.
 // In an app, import from 'mailq' instead of '../../src/index.js'.
+import knex from 'knex';
 import {
   connect,
   createMailboxSync,
@@ -23,8 +24,10 @@ import {
 const databaseUrl = process.env.MAILQ_DATABASE_URL ?? 'mysql://root@127.0.0.1:3306/mailq_example_mailbox';
 await createDatabaseIfMissing(databaseUrl);
 
-// The app's own connection pool; mailq shares it (and will not close it).
-const db: Knex = connect(databaseUrl);
+// The app's own connection pool, configured as the app likes (one statement per query: no stacked
+// statements for an injection to append). mailq dispatches through it, so a dispatch can join the
+// app's transactions, and opens a small pool of its own to the same database for its worker.
+const db: Knex = knex({ client: 'mysql2', connection: databaseUrl });
 // This example prints its own lines from worker events, so the queue's logger stays quiet.
 const mq = createMailq({ knex: db, logger: createLogger({ level: 'fatal' }) });
 await mq.migrate();

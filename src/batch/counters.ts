@@ -166,20 +166,19 @@ export async function finishBatches(exec: Exec, tables: TableNames, batchIds: re
 
 /**
  * Flips `finished_at` (guarded by `finished_at IS NULL` under the row lock the caller holds) and
- * inserts the callback jobs in the same statement batch: they exist if and only if the flip commits.
+ * inserts the callback jobs in the same transaction: they exist if and only if the flip commits.
+ * One statement per call: an empty batch finishes inside an app's transaction, on a connection
+ * that need not accept several statements at once.
  */
 async function finishBatchRows(exec: Exec, tables: TableNames, rows: FinishableRow[]): Promise<string[]> {
   if (rows.length === 0) return [];
   const ids = rows.map((row) => row.id);
   const callbackRows = rows.flatMap((row) => callbackJobRows(row));
-  const statements = [`UPDATE \`${tables.jobBatches}\` SET finished_at = NOW(3) WHERE id IN (${placeholders(ids)}) AND finished_at IS NULL`];
-  const bindings: unknown[] = [...ids];
+  await exec(`UPDATE \`${tables.jobBatches}\` SET finished_at = UTC_TIMESTAMP(3) WHERE id IN (${placeholders(ids)}) AND finished_at IS NULL`, [...ids]);
   if (callbackRows.length > 0) {
     const insert = insertJobRowsSql(tables.jobs, callbackRows, 0);
-    statements.push(insert.sql);
-    bindings.push(...insert.bindings);
+    await exec(insert.sql, insert.bindings);
   }
-  await exec(statements.join(';\n'), bindings);
   return ids;
 }
 

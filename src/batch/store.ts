@@ -56,7 +56,8 @@ export class BatchStore {
     const groups = this.buildRows(id, entries, options);
     const callbacks = this.storeCallbacks(name, options);
     const write = async (trx: Knex.Transaction) => {
-      await trx(this.tables.jobBatches).insert({ id, name, failed_job_ids: '[]', callbacks: callbacks ? JSON.stringify(callbacks) : null });
+      // The database's UTC clock whatever the session's time zone: this may be an app's connection.
+      await trx(this.tables.jobBatches).insert({ id, name, failed_job_ids: '[]', callbacks: callbacks ? JSON.stringify(callbacks) : null, created_at: trx.raw('UTC_TIMESTAMP(3)') });
       let written = 0;
       let skippedRows = 0;
       for (const [delayMs, rows] of groups) {
@@ -74,7 +75,7 @@ export class BatchStore {
       if (dispatched === 0) await finishBatches(execOn(trx), this.tables, [id]);
       return { inserted: dispatched, skipped: skippedRows };
     };
-    const { inserted, skipped } = options.transaction ? await write(options.transaction) : await withDatabaseRetry(() => this.knex.transaction(write));
+    const { inserted, skipped } = await this.dispatcher.write(options.transaction, write);
     noteBatchCreated(id);
     return { id, name, total: inserted, skipped };
   }

@@ -1,6 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { closeContext, createContext, reportError, type CommandContext, type GlobalFlags } from './context.js';
 import type { Output } from './output.js';
+import { quoteValue } from '../names.js';
 
 export interface MailqCommand<A> {
   command: string | string[];
@@ -14,24 +15,49 @@ export interface MailqCommand<A> {
   run(context: CommandContext, argv: A & GlobalFlags): Promise<number | void>;
 }
 
+/**
+ * yargs reads `--json=maybe` as false and runs the command. A boolean flag given a value takes
+ * true or false only; anything else is a usage error like any other bad value.
+ */
+function assertBooleanFlags(booleans: readonly string[], argv: readonly string[]): void {
+  const flags = new Set(booleans.flatMap((key) => [key, key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)]));
+  for (const arg of argv) {
+    if (arg === '--') return;
+    const match = /^--(?:no-)?([^=]+)=(.*)$/s.exec(arg);
+    if (match && flags.has(match[1]!) && !/^(true|false)$/i.test(match[2]!)) {
+      throw new Error(`--${match[1]} takes no value (or true/false), got ${quoteValue(match[2])}`);
+    }
+  }
+}
+
 /** Where commands print (swapped in tests), and the arguments this invocation got (a supervisor hands them to its workers). */
-export const cliState: { output?: Output; exitCode: number; argv: string[] } = { exitCode: 0, argv: [] };
+export const cliState: { output?: Output; exitCode: number; argv: string[]; env?: NodeJS.ProcessEnv } = { exitCode: 0, argv: [] };
 
 /** Wraps a command: settings, one Mailq per invocation, one-line errors, a closed pool, an exit code. */
 export function defineCommand<A>(spec: MailqCommand<A>): CommandModule<GlobalFlags, A> {
+  const build = spec.builder ?? ((yargs) => yargs as unknown as Argv<A>);
   return {
     command: spec.command,
     describe: spec.describe,
-    builder: (spec.builder ?? ((yargs) => yargs as unknown as Argv<A>)) as CommandModule<GlobalFlags, A>['builder'],
+    builder: ((yargs: Argv<GlobalFlags>) => {
+      const built = build(yargs);
+      return built.check((argv) => {
+        assertBooleanFlags((built as unknown as { getOptions(): { boolean: string[] } }).getOptions().boolean, cliState.argv);
+        // yargs leaves what follows `--` unread (and unchecked): no verb takes such arguments.
+        const extra = argv._.slice(1);
+        if (extra.length > 0) throw new Error(`unexpected argument${extra.length === 1 ? '' : 's'}: ${extra.map(quoteValue).join(' ')}`);
+        return true;
+      });
+    }) as CommandModule<GlobalFlags, A>['builder'],
     handler: async (argv) => {
       const args = argv as unknown as A & GlobalFlags;
       let context: CommandContext | undefined;
       try {
-        context = await createContext(args as A & GlobalFlags & Record<string, unknown>, spec.settings?.(args) ?? {}, cliState.output, { databaseOptional: spec.databaseOptional });
+        context = await createContext(args as A & GlobalFlags & Record<string, unknown>, spec.settings?.(args) ?? {}, cliState.output, { databaseOptional: spec.databaseOptional, env: cliState.env });
         const code = await spec.run(context, args);
         cliState.exitCode = typeof code === "number" ? code : 0;
       } catch (error) {
-        cliState.exitCode = reportError(error, context?.output ?? cliState.output!, Boolean(args.verbose), context?.settings.databaseUrl);
+        cliState.exitCode = reportError(error, context?.output ?? cliState.output!, Boolean(args.verbose), context?.settings.databaseUrl || args.databaseUrl);
       } finally {
         if (context) await closeContext(context).catch(() => undefined);
       }

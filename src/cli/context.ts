@@ -2,11 +2,12 @@ import type { Logger } from 'pino';
 import { loadSettings, importModule, NO_DATABASE_MESSAGE, type LoadedSettings, type MailqSettings } from '../config.js';
 import type { TableOverrides } from '../db/tables.js';
 import { explainDatabaseError } from '../db/errors.js';
-import { parseDatabaseUrl } from '../db/url.js';
+import { parseDatabaseUrl, redactSecrets } from '../db/url.js';
 import { ConfigError, MailqError } from '../errors.js';
 import { jobsFromModule, type JobDefinition } from '../job.js';
 import { createLogger } from '../logger.js';
 import { createMailq, type Mailq } from '../mailq.js';
+import { quoteValue } from '../names.js';
 import { processOutput, type Output } from './output.js';
 
 /** Flags every command accepts. */
@@ -45,7 +46,7 @@ export async function loadJobModules(modules: string[]): Promise<JobDefinition[]
     try {
       loaded = await importModule(module);
     } catch (error) {
-      throw new ConfigError(`cannot load job module ${module}: ${(error as Error).message}`);
+      throw new ConfigError(`cannot load job module ${quoteValue(module)}: ${(error as Error).message}`);
     }
     const found = jobsFromModule(loaded);
     if (found.length === 0) throw new ConfigError(`job module ${module} exports no job (use defineJob)`);
@@ -57,11 +58,14 @@ export async function loadJobModules(modules: string[]): Promise<JobDefinition[]
 export interface ContextOptions {
   /** The command finds a database itself when none is configured (see LoadSettingsOptions). */
   databaseOptional?: boolean;
+  /** Where environment settings come from (default: process.env). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export async function createContext(flags: GlobalFlags & Record<string, unknown>, settingsFlags: Record<string, unknown>, output: Output = processOutput, options: ContextOptions = {}): Promise<CommandContext> {
   const loaded = await loadSettings({
     databaseOptional: options.databaseOptional,
+    env: options.env,
     configPath: flags.config,
     flags: { databaseUrl: flags.databaseUrl, tablePrefix: flags.prefix, logLevel: flags.verbose ? 'debug' : flags.logLevel, ...settingsFlags },
   });
@@ -104,13 +108,19 @@ export function closeContext(context: CommandContext): Promise<void> {
   return closers.get(context)?.() ?? Promise.resolve();
 }
 
+/** The database this command works on, password masked: what doctor and status print. */
+export function databaseLabel(context: CommandContext): string {
+  return safeRedactedUrl(context.settings.databaseUrl);
+}
+
 /** Maps any error to one line and an exit code; the stack only with --verbose. */
 export function reportError(error: unknown, output: Output, verbose: boolean, databaseUrl?: string): number {
   const redacted = safeRedactedUrl(databaseUrl);
   const explained = error instanceof MailqError ? error : explainDatabaseError(error, redacted);
   const message = explained?.message ?? (error instanceof Error ? error.message : String(error));
-  output.err(`mailq: ${message}`);
-  if (verbose && error instanceof Error && error.stack) output.err(error.stack);
+  // Whatever the message quotes (a driver's error, a URL in a config file), no password leaves here.
+  output.err(`mailq: ${redactSecrets(message, [databaseUrl])}`);
+  if (verbose && error instanceof Error && error.stack) output.err(redactSecrets(error.stack, [databaseUrl]));
   return explained?.exitCode ?? 1;
 }
 

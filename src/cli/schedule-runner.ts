@@ -9,18 +9,18 @@ let queue: Promise<unknown> = Promise.resolve();
 /**
  * Runs a schedule entry's command line through the CLI's own parser, `main(argv)`, in this
  * process: the same flags, validation and exit codes as typed by hand, and no process start per
- * slot. The scheduler's database, config file and prefix are passed on unless the line sets its
- * own. Runs are serialised: the CLI keeps one output and exit code at a time.
+ * slot. The scheduler's database (by environment), config file and prefix are passed on unless
+ * the line sets its own. Runs are serialised: the CLI keeps one output and exit code at a time.
  */
 export function cliCommandRunner(settings: MailqSettings, configPath: string | undefined, output: Output): CommandRunner {
   return (argv) => {
-    const run = queue.then(() => runOnce(withSchedulerFlags(argv, settings, configPath), output));
+    const run = queue.then(() => runOnce(withSchedulerFlags(argv, settings, configPath), output, schedulerEnv(settings)));
     queue = run.catch(() => undefined);
     return run;
   };
 }
 
-async function runOnce(argv: string[], output: Output): Promise<{ exitCode: number; batchIds: string[]; output: string }> {
+async function runOnce(argv: string[], output: Output, env: NodeJS.ProcessEnv): Promise<{ exitCode: number; batchIds: string[]; output: string }> {
   const { main } = await import('./main.js');
   const lines: string[] = [];
   const captured: Output = {
@@ -34,20 +34,28 @@ async function runOnce(argv: string[], output: Output): Promise<{ exitCode: numb
       output.err(text);
     },
   };
-  const outer = { output: cliState.output, exitCode: cliState.exitCode };
+  const outer = { ...cliState };
   try {
-    const { result, batchIds } = await captureBatches(() => main(argv, captured));
+    const { result, batchIds } = await captureBatches(() => main(argv, captured, { env }));
     return { exitCode: result, batchIds, output: lines.join('\n') };
   } finally {
-    cliState.output = outer.output;
-    cliState.exitCode = outer.exitCode;
+    Object.assign(cliState, outer);
   }
 }
 
-function withSchedulerFlags(argv: string[], settings: MailqSettings, configPath: string | undefined): string[] {
+/**
+ * The scheduler's database reaches the command through the environment it reads settings from:
+ * the environment outranks the config file as the scheduler's own URL did, and a URL never sits
+ * in an argument list (where a command that starts processes would pass it on, visible in `ps`).
+ */
+function schedulerEnv(settings: MailqSettings): NodeJS.ProcessEnv {
+  return { ...process.env, MAILQ_DATABASE_URL: settings.databaseUrl };
+}
+
+/** The scheduler's config file and table prefix, unless the entry's line sets its own. Exported for tests. */
+export function withSchedulerFlags(argv: string[], settings: MailqSettings, configPath: string | undefined): string[] {
   const has = (flag: string) => argv.some((arg) => arg === flag || arg.startsWith(`${flag}=`));
   const extra: string[] = [];
-  if (!has('--database-url')) extra.push(`--database-url=${settings.databaseUrl}`);
   if (configPath && !has('--config')) extra.push(`--config=${configPath}`);
   if (settings.tablePrefix && !has('--prefix')) extra.push(`--prefix=${settings.tablePrefix}`);
   return [...argv, ...extra];

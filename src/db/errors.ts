@@ -9,6 +9,7 @@ export const ER = {
   BAD_DB: 1049,
   ACCESS_DENIED: 1045,
   DUP_ENTRY: 1062,
+  PACKET_TOO_LARGE: 1153,
   SERVER_SHUTDOWN: 1053,
   CONNECTION_KILLED: 1927,
   QUERY_INTERRUPTED: 1317,
@@ -56,6 +57,9 @@ export function explainDatabaseError(error: unknown, redactedUrl: string): Mailq
   }
   if (errno === ER.BAD_DB) return new MailqError(`${sqlMessage} (database URL ${redactedUrl}): create it first`, { cause: error });
   if (errno === ER.ACCESS_DENIED) return new MailqError(`access denied for ${redactedUrl}: check the user and password`, { cause: error });
+  if (errno === ER.PACKET_TOO_LARGE) {
+    return new MailqError("too large: the statement is bigger than the server's max_allowed_packet (a job's payload must fit in it: store large data elsewhere and pass its id)", { exitCode: 2, cause: error });
+  }
   if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ETIMEDOUT' || code === 'EHOSTUNREACH') {
     return new MailqError(`cannot reach the database at ${redactedUrl} (${code}): is MySQL/MariaDB running?`, { cause: error });
   }

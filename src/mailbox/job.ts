@@ -28,6 +28,8 @@ export interface MailboxSyncJobOptions {
    * MAILQ_TWS_RATE_LIMIT). A job takes one token when claimed and one per extra page.
    */
   rateLimit?: RateLimitOption;
+  /** Throws when this process cannot reach TWS (see JobDefinition.preflight). Default: asks `sync` when it is an instance. */
+  preflight?: () => void;
 }
 
 /** The rate-limit key every TWS caller shares. */
@@ -58,6 +60,7 @@ export function mailboxSyncJob(sync: MailboxSync | (() => MailboxSync | Promise<
     backoff: options.backoff ?? [...MAILBOX_SYNC_DEFAULTS.backoff],
     timeout: options.timeout ?? MAILBOX_SYNC_DEFAULTS.timeout,
     rateLimit: options.rateLimit,
+    preflight: options.preflight ?? (typeof sync === 'function' ? undefined : () => void sync.tws()),
     // A nightly run that overlaps a manual one does not sync a taxpayer twice: one pending job each.
     unique: ({ taxpayerId }) => String(taxpayerId),
     async handle({ taxpayerId }, context) {

@@ -7,7 +7,8 @@ import type { Mailq } from '../mailq.js';
 import { mailboxSyncJob, TWS_RATE_LIMIT_KEY, type MailboxSyncJobOptions } from './job.js';
 import { parseRate } from './rate.js';
 import type { RateLimitOption } from '../ratelimit/rate-limit.js';
-import { MailboxSync } from './sync.js';
+import { MailboxSync, TWS_NOT_CONFIGURED } from './sync.js';
+import { ConfigError } from '../errors.js';
 
 const syncs = new WeakMap<Mailq, MailboxSync>();
 
@@ -26,7 +27,11 @@ export function mailboxSyncFor(mq: Mailq, settings: MailqSettings): MailboxSync 
 /** The job's queue, tries, backoff and timeout from settings.mailbox (validated milliseconds). */
 export function mailboxJobOptions(settings: MailqSettings): MailboxSyncJobOptions {
   const { queue, tries, backoff, timeout } = settings.mailbox;
-  return { queue, tries, backoff: planToOption(backoff), timeout: `${timeout}ms`, rateLimit: twsRateLimit(settings.tws.rateLimit) };
+  const { url, token } = settings.tws;
+  const preflight = () => {
+    if (!url || !token) throw new ConfigError(TWS_NOT_CONFIGURED);
+  };
+  return { queue, tries, backoff: planToOption(backoff), timeout: `${timeout}ms`, rateLimit: twsRateLimit(settings.tws.rateLimit), preflight };
 }
 
 /** `tws.rateLimit` (MAILQ_TWS_RATE_LIMIT, e.g. `100/min`) as the job's shared rate limit; `off` for none. */

@@ -40,6 +40,8 @@ export interface SyncAttemptOptions {
   finalAttempt?: boolean;
 }
 
+export const TWS_NOT_CONFIGURED = 'TWS is not configured: set MAILQ_TWS_URL and MAILQ_TWS_TOKEN (or tws.url and tws.token in mailq.config.js)';
+
 /** Why one taxpayer's sync attempt failed, in the terms both callers (job, direct mode) act on. */
 export class MailboxSyncError extends Error {
   override readonly name = 'MailboxSyncError';
@@ -84,7 +86,7 @@ export class MailboxSync {
     if (this.client) return this.client;
     const { tws } = this.options;
     if (!tws || ('url' in tws && (!tws.url || !tws.token))) {
-      throw new ConfigError('TWS is not configured: set MAILQ_TWS_URL and MAILQ_TWS_TOKEN (or tws.url and tws.token in mailq.config.js)');
+      throw new ConfigError(TWS_NOT_CONFIGURED);
     }
     this.client = 'url' in tws ? createTwsClient({ baseUrl: tws.url, token: tws.token, requestTimeoutMs: tws.requestTimeoutMs }) : tws;
     return this.client;
@@ -138,7 +140,8 @@ export function toSyncError(taxpayerId: number, error: unknown): MailboxSyncErro
   if (error instanceof TwsError) {
     return new MailboxSyncError(taxpayerId, error.kind, !error.retryable, error.message, error.retryAfterMs, { cause: error });
   }
-  if (error instanceof ConfigError) return new MailboxSyncError(taxpayerId, 'config', false, error.message, undefined, { cause: error });
+  // Permanent: no retry finds a setting that is missing on this worker.
+  if (error instanceof ConfigError) return new MailboxSyncError(taxpayerId, 'config', true, error.message, undefined, { cause: error });
   const text = error instanceof Error ? error.message : String(error);
   const code = error instanceof Error && error.name === 'JobTimeoutError' ? 'timeout' : 'error';
   return new MailboxSyncError(taxpayerId, code, false, `mailbox sync of taxpayer ${taxpayerId} failed: ${text}`, undefined, { cause: error });

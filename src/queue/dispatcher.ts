@@ -117,8 +117,11 @@ export class Dispatcher {
     if (running) report((written += await running));
   }
 
-  /** In the caller's transaction as is; otherwise in our own, retried whole on a deadlock. */
-  private write<T>(transaction: Knex.Transaction | undefined, work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+  /**
+   * In the caller's transaction as is; otherwise in our own, retried whole on a deadlock. Batches
+   * write through it too: dispatches share the connection an app gave mailq for them.
+   */
+  write<T>(transaction: Knex.Transaction | undefined, work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
     if (transaction) return work(transaction);
     return withDatabaseRetry(() => this.knex.transaction((trx) => work(trx)));
   }

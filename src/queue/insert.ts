@@ -6,7 +6,9 @@ import { placeholders } from '../db/sql.js';
 /**
  * One multi-row INSERT. Built by hand rather than with knex's builder: for thousands of rows the
  * builder's per-value compilation costs more than the round trip it saves.
- * `available_at` comes from the database clock, shifted by the dispatch delay.
+ * `available_at` comes from the database clock, shifted by the dispatch delay: UTC_TIMESTAMP(3),
+ * which is what NOW(3) reads in mailq's UTC sessions, and stays right on an app's connection in
+ * another time zone (dispatch may run there).
  */
 export function insertJobRows(db: Knex | Knex.Transaction, jobsTable: string, rows: NewJobRow[], delayMs: number, options: { skipDuplicates?: boolean } = {}): Promise<unknown> {
   const { sql, bindings } = insertJobRowsSql(jobsTable, rows, delayMs, options);
@@ -25,9 +27,9 @@ export function formattedInsertJobRows(jobsTable: string, rows: NewJobRow[], del
 
 /** The multi-row INSERT as text and bindings, for callers that send it on their own connection. */
 export function insertJobRowsSql(jobsTable: string, rows: NewJobRow[], delayMs: number, options: { skipDuplicates?: boolean } = {}): { sql: string; bindings: Array<string | number | null> } {
-  const columns = [...NEW_JOB_COLUMNS, 'available_at'].map((column) => `\`${column}\``).join(', ');
-  const availableAt = delayMs > 0 ? `NOW(3) + INTERVAL ${Math.round(delayMs) * 1000} MICROSECOND` : 'NOW(3)';
-  const tuple = `(${placeholders(NEW_JOB_COLUMNS)}, ${availableAt})`;
+  const columns = [...NEW_JOB_COLUMNS, 'available_at', 'created_at'].map((column) => `\`${column}\``).join(', ');
+  const availableAt = delayMs > 0 ? `UTC_TIMESTAMP(3) + INTERVAL ${Math.round(delayMs) * 1000} MICROSECOND` : 'UTC_TIMESTAMP(3)';
+  const tuple = `(${placeholders(NEW_JOB_COLUMNS)}, ${availableAt}, UTC_TIMESTAMP(3))`;
   const bindings: Array<string | number | null> = [];
   for (const row of rows) for (const column of NEW_JOB_COLUMNS) bindings.push(row[column]);
   const values = new Array(rows.length).fill(tuple).join(', ');

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { toBackoffPlan } from '../backoff.js';
-import { parseDuration, type Duration } from '../duration.js';
+import { MAX_TIMER_MS, parseDuration, type Duration } from '../duration.js';
 import { InvalidJobError } from '../errors.js';
+import { assertName } from '../names.js';
 import type { JobDefinition } from '../job.js';
 import type { UniqueOption } from './unique.js';
 
@@ -63,16 +64,35 @@ export function rowTemplate(job: JobDefinition | string, options: DispatchOption
   const priority = options.priority ?? definition?.priority ?? 0;
   if (!Number.isInteger(priority) || priority < -32768 || priority > 32767) throw new InvalidJobError(`priority must be an integer from -32768 to 32767`);
   if (tries !== undefined && (!Number.isInteger(tries) || tries < 1)) throw new InvalidJobError('tries must be an integer ≥ 1');
+  const queue = options.queue ?? definition?.queue ?? 'default';
+  const invalid = (message: string) => new InvalidJobError(message);
+  assertName('queue', queue, invalid);
+  assertName('job name', name, invalid);
+  const timeoutMs = timeout === undefined ? null : checkedDuration('timeout', timeout);
+  if (timeoutMs !== null && timeoutMs > MAX_TIMER_MS) throw new InvalidJobError('timeout must be at most 24 days (the longest a timer can wait)');
   return {
-    queue: options.queue ?? definition?.queue ?? 'default',
+    queue,
     name,
     maxAttempts: tries ?? null,
-    backoff: backoff === undefined ? null : JSON.stringify(toBackoffPlan(backoff)),
-    timeoutMs: timeout === undefined ? null : parseDuration(timeout),
+    backoff: backoff === undefined ? null : JSON.stringify(checked('backoff', () => toBackoffPlan(backoff))),
+    timeoutMs,
     priority,
     batchId: options.batchId ?? null,
-    delayMs: options.delay === undefined ? 0 : parseDuration(options.delay),
+    delayMs: options.delay === undefined ? 0 : checkedDuration('delay', options.delay),
   };
+}
+
+/** A dispatch option that does not parse is the caller's mistake (exit 2), not a failure of the queue. */
+function checked<T>(what: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    throw new InvalidJobError(`${what}: ${(error as Error).message}`);
+  }
+}
+
+function checkedDuration(what: string, value: Duration): number {
+  return checked(what, () => parseDuration(value));
 }
 
 /** Validates a payload against the job's schema; the error names the bad field. */

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { parseDuration, type Duration } from '../duration.js';
-import { DeferJobError, JobTimeoutError, PermanentError } from '../errors.js';
+import { ConfigError, DeferJobError, JobTimeoutError, PermanentError } from '../errors.js';
 import type { JobContext, JobDefinition, JobRegistry } from '../job.js';
 import { parseJsonColumn } from '../db/json.js';
 import type { ClaimedJob } from './claimed-job.js';
@@ -108,7 +108,8 @@ function classify(error: unknown, signal: AbortSignal): AttemptOutcome {
   const cause = signal.aborted ? signal.reason : error;
   if (cause instanceof WorkerStopping) return { kind: 'interrupted' };
   if (cause instanceof DeferJobError) return { kind: 'deferred', delayMs: cause.delayMs, reason: cause.message };
-  if (cause instanceof PermanentError) return { kind: 'failed', error: cause, permanent: true };
+  // A missing setting fails every attempt alike: retrying only burns attempts and backoff.
+  if (cause instanceof PermanentError || cause instanceof ConfigError) return { kind: 'failed', error: cause, permanent: true };
   if (cause instanceof JobTimeoutError) return { kind: 'failed', error: cause, permanent: false };
   return { kind: 'failed', error: toError(cause), permanent: false };
 }

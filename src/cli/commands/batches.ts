@@ -6,14 +6,8 @@ import { parseDuration } from '../../duration.js';
 import type { Batch } from '../../batch/batch.js';
 import { followBatch } from '../../batch/store.js';
 import { createProgress } from '../progress.js';
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function requireBatchId(value: unknown): string {
-  const id = String(value ?? '');
-  if (!UUID.test(id)) throw new MailqError(`invalid batch id '${id}': expected a uuid (see \`mailq batches\`)`, { exitCode: 2 });
-  return id.toLowerCase();
-}
+import { duration, integer, uuid } from '../options.js';
+import { MAX_LIST_LIMIT } from './failed.js';
 
 function progressText(batch: Batch): string {
   return `${batch.processed}/${batch.total} (${batch.progress}%)`;
@@ -25,7 +19,7 @@ export const batchesCommand = defineCommand({
   builder: (yargs) =>
     yargs
       .option('running', { type: 'boolean', default: false, describe: 'Only batches still running' })
-      .option('limit', { type: 'number', default: 20, describe: 'How many to show' })
+      .option('limit', integer('--limit', { min: 1, max: MAX_LIST_LIMIT, default: 20, describe: 'How many to show' }))
       .option('json', { type: 'boolean', default: false }),
   async run(context, argv) {
     const batches = await (await context.mailq()).batches.list({ limit: argv.limit, running: argv.running });
@@ -45,12 +39,12 @@ export const batchCommand = defineCommand({
   describe: 'Show one batch: progress, failures (--watch follows it to the end)',
   builder: (yargs) =>
     yargs
-      .positional('id', { type: 'string', demandOption: true, describe: 'Batch id' })
+      .positional('id', uuid('<id>', { demandOption: true, describe: 'Batch id' }))
       .option('watch', { type: 'boolean', default: false, describe: 'Follow the batch until it finishes' })
-      .option('interval', { type: 'string', default: '1s', describe: 'With --watch: how often to look' })
+      .option('interval', duration('--interval', { timer: true, default: '1s', describe: 'With --watch: how often to look' }))
       .option('json', { type: 'boolean', default: false }),
   async run(context, argv) {
-    const id = requireBatchId(argv.id);
+    const id = argv.id as string;
     const mq = await context.mailq();
     if (argv.json && !argv.watch) return context.output.out(json(await mq.batches.find(id)));
     const { output } = context;
@@ -62,7 +56,7 @@ export const batchCommand = defineCommand({
       process.once('SIGTERM', onSignal);
       const view = argv.json ? jsonLines(output) : progressView(output, batch);
       try {
-        batch = await followBatch(mq.batches, id, { intervalMs: parseInterval(argv.interval), signal: stop.signal, onChange: view.update });
+        batch = await followBatch(mq.batches, id, { intervalMs: Math.max(100, parseDuration(argv.interval ?? '1s')), signal: stop.signal, onChange: view.update });
       } finally {
         view.stop();
         process.off('SIGINT', onSignal);
@@ -81,9 +75,9 @@ export const batchCommand = defineCommand({
 export const batchCancelCommand = defineCommand({
   command: 'batch:cancel <id>',
   describe: 'Cancel a batch: its waiting jobs are removed, running ones finish',
-  builder: (yargs) => yargs.positional('id', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
+  builder: (yargs) => yargs.positional('id', uuid('<id>', { demandOption: true, describe: 'Batch id' })).option('json', { type: 'boolean', default: false }),
   async run(context, argv) {
-    const id = requireBatchId(argv.id);
+    const id = argv.id as string;
     const { batch, removed, alreadyFinished } = await (await context.mailq()).batches.cancel(id);
     if (argv.json) return context.output.out(json({ removed, alreadyFinished, batch }));
     if (alreadyFinished) throw new MailqError(`batch ${id} had already finished${batch.cancelledAt ? ' (cancelled)' : ''}; nothing to cancel`);
@@ -126,12 +120,4 @@ function progressView(output: Output, batch: Batch): View {
 
 function jsonLines(output: Output): View {
   return { update: (batch) => output.out(JSON.stringify(batch)), stop: () => undefined };
-}
-
-function parseInterval(text: string): number {
-  try {
-    return Math.max(100, parseDuration(text));
-  } catch (error) {
-    throw new MailqError(`invalid --interval: ${(error as Error).message}`, { exitCode: 2 });
-  }
 }

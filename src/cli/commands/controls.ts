@@ -3,10 +3,12 @@ import { formatTime, json } from '../output.js';
 import { ALL_QUEUES } from '../../controls/queue-controls.js';
 import { formatDuration } from '../../duration.js';
 import { MailqError } from '../../errors.js';
+import { name, names } from '../options.js';
 
 /** Queues named on the command line, or '*' with --all. */
 function targetQueues(argv: { queues?: string[]; all?: boolean }): string[] {
-  const queues = (argv.queues ?? []).flatMap((queue) => queue.split(',')).map((queue) => queue.trim()).filter(Boolean);
+  const queues = argv.queues ?? [];
+  if (argv.all && queues.length > 0) throw new MailqError('name queues or pass --all, not both', { exitCode: 2 });
   if (argv.all) return [ALL_QUEUES];
   if (queues.length === 0) throw new MailqError('name a queue (or pass --all)', { exitCode: 2 });
   return queues;
@@ -19,7 +21,7 @@ export const pauseCommand = defineCommand({
   describe: 'Stop workers claiming from these queues (running jobs finish)',
   builder: (yargs) =>
     yargs
-      .positional('queues', { type: 'string', array: true, describe: 'Queue names' })
+      .positional('queues', names('[queues]', { what: 'queue', describe: 'Queue names' }))
       .option('all', { type: 'boolean', default: false, describe: 'Pause every queue' }),
   async run(context, argv) {
     const queues = targetQueues(argv);
@@ -34,7 +36,7 @@ export const resumeCommand = defineCommand({
   describe: 'Let workers claim from paused queues again',
   builder: (yargs) =>
     yargs
-      .positional('queues', { type: 'string', array: true, describe: 'Queue names' })
+      .positional('queues', names('[queues]', { what: 'queue', describe: 'Queue names' }))
       .option('all', { type: 'boolean', default: false, describe: 'Resume the pause of every queue (set by pause --all)' }),
   async run(context, argv) {
     const queues = targetQueues(argv);
@@ -48,7 +50,7 @@ export const restartCommand = defineCommand({
   describe: 'Tell every worker, on every host, to finish its current jobs and restart (e.g. after a deploy)',
   builder: (yargs) =>
     yargs
-      .option('queue', { type: 'string', describe: 'Only workers that serve this queue' })
+      .option('queue', name('--queue', { what: 'queue', describe: 'Only workers that serve this queue' }))
       .option('json', { type: 'boolean', default: false }),
   async run(context, argv) {
     const queue = argv.queue ?? ALL_QUEUES;
@@ -69,9 +71,9 @@ export const clearCommand = defineCommand({
   command: 'clear <queues..>',
   describe: 'Remove the waiting jobs of these queues (due, delayed, in backoff); running jobs finish',
   builder: (yargs) =>
-    yargs.positional('queues', { type: 'string', array: true, demandOption: true, describe: 'Queue names' }).option('json', { type: 'boolean', default: false }),
+    yargs.positional('queues', names('<queues>', { what: 'queue', demandOption: true, describe: 'Queue names' })).option('json', { type: 'boolean', default: false }),
   async run(context, argv) {
-    const queues = targetQueues({ queues: argv.queues as string[] });
+    const queues = targetQueues({ queues: argv.queues });
     const cleared = await (await context.mailq()).clear(queues);
     if (argv.json) return void context.output.out(json(cleared));
     for (const { queue, removed, cancelledBatches } of cleared) {

@@ -8,6 +8,8 @@ import { defineCommand } from '../command.js';
 import { json, summaryTable, table } from '../output.js';
 import { createProgress, type Progress } from '../progress.js';
 import { failureTable } from './sync-mailbox.js';
+import { LIMITS } from '../../config.js';
+import { backoff as backoffOption, decimal, duration, integer, rate } from '../options.js';
 
 export const demoCommand = defineCommand({
   command: 'demo',
@@ -15,14 +17,14 @@ export const demoCommand = defineCommand({
   databaseOptional: true,
   builder: (yargs) =>
     yargs
-      .option('taxpayers', { type: 'number', default: 3025, describe: 'Taxpayers to seed and sync' })
-      .option('latency', { type: 'string', default: '1s', describe: 'Fake TWS time per request' })
-      .option('concurrency', { type: 'number', default: 10, describe: 'Jobs at once per worker process' })
-      .option('processes', { type: 'number', default: 1, describe: 'Worker processes (1: a worker inside this process)' })
-      .option('error-rate', { type: 'number', default: 0.02, describe: 'Share of TWS requests that fail with a transient 5xx' })
-      .option('rate-limit', { type: 'string', describe: 'Make the fake TWS answer 429 past this rate (e.g. 600/min)' })
-      .option('tries', { type: 'number', describe: 'Attempts per taxpayer (default: mailbox.tries, 3)' })
-      .option('backoff', { type: 'string', default: '5,10,30', describe: 'Delays between attempts; shorter than the production 60,120,300 so a demo run ends' })
+      .option('taxpayers', integer('--taxpayers', { min: 1, max: 1_000_000, default: 3025, describe: 'Taxpayers to seed and sync' }))
+      .option('latency', duration('--latency', { timer: true, default: '1s', describe: 'Fake TWS time per request' }))
+      .option('concurrency', integer('--concurrency', { min: 1, max: LIMITS.concurrency, default: 10, describe: 'Jobs at once per worker process' }))
+      .option('processes', integer('--processes', { min: 1, max: 64, default: 1, describe: 'Worker processes (1: a worker inside this process)' }))
+      .option('error-rate', decimal('--error-rate', { min: 0, max: 1, default: 0.02, describe: 'Share of TWS requests that fail with a transient 5xx' }))
+      .option('rate-limit', rate('--rate-limit', { describe: 'Make the fake TWS answer 429 past this rate (e.g. 600/min)' }))
+      .option('tries', integer('--tries', { min: 1, max: LIMITS.tries, describe: 'Attempts per taxpayer (default: mailbox.tries, 3)' }))
+      .option('backoff', backoffOption('--backoff', { default: '5,10,30', describe: 'Delays between attempts; shorter than the production 60,120,300 so a demo run ends' }))
       .option('keep', { type: 'boolean', default: false, describe: 'Keep the demo tables to inspect them afterwards' })
       .option('json', { type: 'boolean', default: false, describe: 'Print the figures as JSON' }),
   settings: (argv) => ({ mailbox: { tries: argv.tries } }),

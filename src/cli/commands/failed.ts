@@ -1,14 +1,18 @@
 import { defineCommand } from '../command.js';
 import { formatTime, json, table, truncate } from '../output.js';
 import { MailqError } from '../../errors.js';
+import { integer, name } from '../options.js';
+
+/** How many rows a listing prints at most. */
+export const MAX_LIST_LIMIT = 10_000;
 
 export const failedCommand = defineCommand({
   command: 'failed',
   describe: 'List failed jobs, newest first',
   builder: (yargs) =>
     yargs
-      .option('queue', { type: 'string', describe: 'Only this queue' })
-      .option('limit', { type: 'number', default: 50, describe: 'How many to show' })
+      .option('queue', name('--queue', { what: 'queue', describe: 'Only this queue' }))
+      .option('limit', integer('--limit', { min: 1, max: MAX_LIST_LIMIT, default: 50, describe: 'How many to show' }))
       .option('json', { type: 'boolean', default: false }),
   async run(context, argv) {
     const mq = await context.mailq();
@@ -29,9 +33,9 @@ export const failedCommand = defineCommand({
 export const failedShowCommand = defineCommand({
   command: 'failed:show <id>',
   describe: 'Show one failed job: payload and full exception',
-  builder: (yargs) => yargs.positional('id', { type: 'number', demandOption: true }).option('json', { type: 'boolean', default: false }),
+  builder: (yargs) => yargs.positional('id', integer('<id>', { min: 1, demandOption: true })).option('json', { type: 'boolean', default: false }),
   async run(context, argv) {
-    const job = await (await context.mailq()).failed.show(requireId(argv.id));
+    const job = await (await context.mailq()).failed.show(argv.id as number);
     if (argv.json) return void context.output.out(json(job));
     context.output.out(
       [
@@ -50,9 +54,3 @@ export const failedShowCommand = defineCommand({
     );
   },
 });
-
-export function requireId(value: unknown): number {
-  const id = Number(value);
-  if (!Number.isInteger(id) || id < 1) throw new MailqError(`invalid job id '${String(value)}': expected a positive integer`, { exitCode: 2 });
-  return id;
-}

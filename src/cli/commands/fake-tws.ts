@@ -4,6 +4,7 @@ import { startFakeTws, type FakeTwsOptions } from '../../mailbox/fake-tws.js';
 import { formatRate, parseRate } from '../../mailbox/rate.js';
 import { defineCommand } from '../command.js';
 import { summaryTable } from '../output.js';
+import { decimal, duration, integer, rate, text } from '../options.js';
 
 export const fakeTwsCommand = defineCommand({
   command: 'fake-tws',
@@ -11,16 +12,16 @@ export const fakeTwsCommand = defineCommand({
   databaseOptional: true,
   builder: (yargs) =>
     yargs
-      .option('port', { type: 'number', default: 8787, describe: 'Port (0 picks a free one)' })
-      .option('host', { type: 'string', default: '127.0.0.1' })
-      .option('latency', { type: 'string', default: '1s', describe: 'Added to every mailbox response' })
-      .option('error-rate', { type: 'number', default: 0.02, describe: 'Share of requests that fail with a transient 5xx (0–1)' })
-      .option('rate-limit', { type: 'string', default: '100/min', describe: 'Requests allowed per window before 429 (or "none")' })
-      .option('broken', { type: 'string', default: '500', describe: 'Permanently broken taxpayers (404/403): ids divisible by N, a comma list of ids, or "none"' })
-      .option('malformed', { type: 'string', describe: 'Comma list of taxpayer ids whose pages break the schema' })
-      .option('token', { type: 'string', describe: 'Bearer token to require (default: MAILQ_TWS_TOKEN if set, else any)' })
-      .option('page-size', { type: 'number', default: 50 })
-      .option('seed', { type: 'number', default: 1, describe: 'Same seed, same mailboxes' }),
+      .option('port', integer('--port', { min: 0, max: 65_535, default: 8787, describe: 'Port (0 picks a free one)' }))
+      .option('host', text('--host', { default: '127.0.0.1' }))
+      .option('latency', duration('--latency', { timer: true, default: '1s', describe: 'Added to every mailbox response' }))
+      .option('error-rate', decimal('--error-rate', { min: 0, max: 1, default: 0.02, describe: 'Share of requests that fail with a transient 5xx (0–1)' }))
+      .option('rate-limit', rate('--rate-limit', { off: 'none', default: '100/min', describe: 'Requests allowed per window before 429 (or "none")' }))
+      .option('broken', text('--broken', { default: '500', describe: 'Permanently broken taxpayers (404/403): ids divisible by N, a comma list of ids, or "none"' }))
+      .option('malformed', text('--malformed', { describe: 'Comma list of taxpayer ids whose pages break the schema' }))
+      .option('token', text('--token', { describe: 'Bearer token to require (default: MAILQ_TWS_TOKEN if set, else any)' }))
+      .option('page-size', integer('--page-size', { min: 1, max: 10_000, default: 50 }))
+      .option('seed', integer('--seed', { min: 0, default: 1, describe: 'Same seed, same mailboxes' })),
   async run(context, argv) {
     const options = fakeTwsOptions(argv, context.settings.tws.token);
     const tws = await startFakeTws(options);

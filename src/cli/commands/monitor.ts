@@ -1,12 +1,13 @@
 import { defineCommand } from '../command.js';
+import { databaseLabel } from '../context.js';
 import type { Output } from '../output.js';
 import { formatTime, json, table } from '../output.js';
 import { formatBytes } from '../../bytes.js';
 import { formatDuration, parseDuration } from '../../duration.js';
-import { MailqError } from '../../errors.js';
 import { queuesOverMax, type QueueHealth, type QueueOverview, type StatusReport } from '../../monitor/monitor.js';
 import type { WorkerRecord } from '../../worker/worker-rows.js';
 import { sleep } from '../../sleep.js';
+import { duration, integer, names } from '../options.js';
 
 /** Exit codes of `mailq monitor`: usable from cron or a health check. */
 export const MONITOR_EXIT = { ok: 0, overMax: 3 } as const;
@@ -16,15 +17,14 @@ export const monitorCommand = defineCommand({
   describe: 'Queue health: pending, delayed, running, failed, oldest wait, throughput, workers; exits 3 when a queue is over --max',
   builder: (yargs) =>
     yargs
-      .positional('queues', { type: 'string', array: true, describe: 'Queues to show (default: every queue seen)' })
-      .option('max', { type: 'number', describe: 'Exit 3 when a queue has more pending jobs than this' })
+      .positional('queues', names('[queues]', { what: 'queue', describe: 'Queues to show (default: every queue seen)' }))
+      .option('max', integer('--max', { min: 0, describe: 'Exit 3 when a queue has more pending jobs than this' }))
       .option('json', { type: 'boolean', default: false })
       .option('watch', { type: 'boolean', default: false, describe: 'Refresh until interrupted' })
-      .option('interval', { type: 'string', default: '2s', describe: 'Refresh interval with --watch' }),
+      .option('interval', duration('--interval', { timer: true, default: '2s', describe: 'Refresh interval with --watch' })),
   async run(context, argv) {
-    if (argv.max !== undefined && (!Number.isFinite(argv.max) || argv.max < 0)) throw new MailqError('--max must be a number ≥ 0', { exitCode: 2 });
     const mq = await context.mailq();
-    const queues = (argv.queues ?? []).flatMap((queue) => queue.split(',')).filter(Boolean);
+    const queues = argv.queues ?? [];
     const check = async () => {
       const overview = await mq.monitor.queues(queues);
       const over = argv.max === undefined ? [] : queuesOverMax(overview, argv.max);
@@ -35,7 +35,8 @@ export const monitorCommand = defineCommand({
       printMonitor(context.output, overview, argv.max, argv.json, false);
       return over.length ? MONITOR_EXIT.overMax : MONITOR_EXIT.ok;
     }
-    const intervalMs = parseInterval(argv.interval);
+    // Checked when argv was parsed (see ../options.ts).
+    const intervalMs = Math.max(200, parseDuration(argv.interval ?? '2s'));
     const stop = new AbortController();
     const onSignal = () => stop.abort();
     process.once('SIGINT', onSignal);
@@ -60,18 +61,11 @@ export const statusCommand = defineCommand({
   builder: (yargs) => yargs.option('json', { type: 'boolean', default: false }),
   async run(context, argv) {
     const report = await (await context.mailq()).monitor.status();
-    if (argv.json) context.output.out(json(report));
-    else printStatus(context.output, report);
+    if (argv.json) return context.output.out(json({ database: databaseLabel(context), ...report }));
+    context.output.out(`Database: ${databaseLabel(context)}`);
+    printStatus(context.output, report);
   },
 });
-
-function parseInterval(value: string | undefined): number {
-  try {
-    return Math.max(200, parseDuration(value ?? '2s'));
-  } catch (error) {
-    throw new MailqError(`--interval: ${(error as Error).message}`, { exitCode: 2 });
-  }
-}
 
 function printMonitor(output: Output, overview: QueueOverview, max: number | undefined, asJson: boolean, watching: boolean): void {
   if (asJson) {

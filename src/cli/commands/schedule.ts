@@ -4,6 +4,7 @@ import { formatTime, json, table } from '../output.js';
 import { MailqError } from '../../errors.js';
 import { Scheduler, type SlotResult } from '../../schedule/scheduler.js';
 import { cliCommandRunner } from '../schedule-runner.js';
+import { duration } from '../options.js';
 
 async function schedulerFor(context: CommandContext, grace?: string): Promise<Scheduler> {
   const entries = context.settings.schedule;
@@ -32,7 +33,7 @@ function describeSlot(result: SlotResult): string | undefined {
   }
 }
 
-const graceOption = { type: 'string', describe: 'How late a slot may still fire (default 5m)' } as const;
+const graceOption = duration('--grace', { describe: 'How late a slot may still fire (default 5m)' });
 
 export const scheduleRunCommand = defineCommand({
   command: 'schedule:run',

@@ -13,6 +13,8 @@ import { defineCommand } from '../command.js';
 import type { CommandContext } from '../context.js';
 import { json, summaryTable, table, truncate } from '../output.js';
 import { createProgress } from '../progress.js';
+import { LIMITS } from '../../config.js';
+import { backoff, duration, integer } from '../options.js';
 
 /** What TWS took per taxpayer in the 2024 sequential runs; used until this database has its own figure. */
 const ASSUMED_MS_PER_TAXPAYER = 1_000;
@@ -23,19 +25,15 @@ export const syncMailboxCommand = defineCommand({
   builder: (yargs) =>
     yargs
       .option('queue', { type: 'boolean', default: false, describe: 'Dispatch one job per taxpayer to the mailbox queue (workers run them)' })
-      .option('taxpayer', { type: 'number', array: true, describe: 'Only these taxpayer ids' })
-      .option('team', { type: 'number', array: true, describe: 'Only the taxpayers of these teams' })
+      .option('taxpayer', integer('--taxpayer', { min: 1, array: true, describe: 'Only these taxpayer ids' }))
+      .option('team', integer('--team', { min: 1, array: true, describe: 'Only the taxpayers of these teams' }))
       .option('dry-run', { type: 'boolean', default: false, describe: 'Count and show what would happen; write nothing, call no TWS' })
-      .option('concurrency', { type: 'number', describe: 'Direct mode: taxpayers synced at once in this process (default 1)' })
-      .option('tries', { type: 'number', describe: 'Attempts per taxpayer (default: mailbox.tries, 3)' })
-      .option('timeout', { type: 'string', describe: 'With --queue: per-attempt timeout (default: mailbox.timeout, 120s)' })
-      .option('backoff', { type: 'string', describe: 'With --queue: delays between attempts (default: mailbox.backoff, 60,120,300)' })
+      .option('concurrency', integer('--concurrency', { min: 1, max: LIMITS.concurrency, describe: 'Direct mode: taxpayers synced at once in this process (default 1)' }))
+      .option('tries', integer('--tries', { min: 1, max: LIMITS.tries, describe: 'Attempts per taxpayer (default: mailbox.tries, 3)' }))
+      .option('timeout', duration('--timeout', { timer: true, describe: 'With --queue: per-attempt timeout (default: mailbox.timeout, 120s)' }))
+      .option('backoff', backoff('--backoff', { describe: 'With --queue: delays between attempts (default: mailbox.backoff, 60,120,300)' }))
       .option('json', { type: 'boolean', default: false, describe: 'Print the summary as JSON' })
       .check((argv) => {
-        for (const [flag, values] of [['taxpayer', argv.taxpayer], ['team', argv.team]] as const) {
-          for (const value of values ?? []) if (!isPositiveInteger(value)) throw new Error(`--${flag} takes positive integer ids, got '${String(value)}'`);
-        }
-        if (argv.concurrency !== undefined && !isPositiveInteger(argv.concurrency)) throw new Error(`--concurrency must be an integer ≥ 1, got '${String(argv.concurrency)}'`);
         if (argv.queue && argv.concurrency !== undefined) throw new Error('--concurrency is for direct mode; with --queue, workers set theirs (mailq work --concurrency)');
         if (!argv.queue && (argv.timeout !== undefined || argv.backoff !== undefined)) throw new Error('--timeout and --backoff apply to queued jobs: add --queue');
         return true;
@@ -43,15 +41,11 @@ export const syncMailboxCommand = defineCommand({
   settings: (argv) => ({ mailbox: { tries: argv.tries, timeout: argv.timeout, backoff: argv.backoff } }),
   async run(context, argv) {
     const mq = await context.mailq();
-    const filter: TaxpayerFilter = { taxpayerIds: argv.taxpayer, teamIds: argv.team };
+    const filter: TaxpayerFilter = { taxpayerIds: argv.taxpayer as number[] | undefined, teamIds: argv.team as number[] | undefined };
     if (argv.queue) return queueMode(context, mq, filter, argv);
     return directMode(context, mq, filter, argv);
   },
 });
-
-function isPositiveInteger(value: unknown): boolean {
-  return typeof value === 'number' && Number.isInteger(value) && value > 0;
-}
 
 interface ModeFlags {
   'dry-run': boolean;

@@ -7,6 +7,8 @@ import { childStopWaitMs, WORKER_EXIT } from '../../supervisor/protocol.js';
 import { followSupervisor, supervisedIdentity, type SupervisedIdentity } from '../../supervisor/supervised-child.js';
 import { handleSupervisorSignals } from '../../supervisor/signals.js';
 import { Supervisor } from '../../supervisor/supervisor.js';
+import { LIMITS } from '../../config.js';
+import { backoff, bytes, duration, integer, names } from '../options.js';
 
 /** Exit codes of `mailq work`: a supervisor (ours, systemd, Supervisor) restarts on any of them. */
 export const WORK_EXIT = { ...WORKER_EXIT, forced: 130 } as const;
@@ -19,20 +21,20 @@ export const workCommand = defineCommand({
   describe: 'Run workers: one in this process, or --processes=N under a supervisor',
   builder: (yargs) =>
     yargs
-      .option('queue', { type: 'string', describe: 'Queues to work, in priority order: a,b', default: undefined })
-      .option('concurrency', { type: 'number', describe: 'Jobs run at once per process' })
-      .option('processes', { type: 'number', describe: 'Worker processes under one supervisor (restarts, recycling, graceful stop)' })
+      .option('queue', names('--queue', { what: 'queue', describe: 'Queues to work, in priority order: a,b' }))
+      .option('concurrency', integer('--concurrency', { min: 1, max: LIMITS.concurrency, describe: 'Jobs run at once per process' }))
+      .option('processes', integer('--processes', { min: 1, max: LIMITS.processes, describe: 'Worker processes under one supervisor (restarts, recycling, graceful stop)' }))
       .option('supervise', { type: 'boolean', describe: 'Use the supervisor even for one process' })
-      .option('tries', { type: 'number', describe: 'Attempts per job, unless the job sets its own' })
-      .option('timeout', { type: 'string', describe: 'Per-attempt timeout (120, 120s, 2m)' })
-      .option('backoff', { type: 'string', describe: 'Delays between attempts: 60,120,300 or exp:1s:10m' })
-      .option('sleep', { type: 'string', describe: 'Pause between polls when nothing is due' })
-      .option('max-jobs', { type: 'number', describe: 'Recycle a worker process after this many jobs' })
-      .option('max-time', { type: 'string', describe: 'Recycle a worker process after running this long' })
-      .option('memory', { type: 'string', describe: 'Recycle a worker process above this RSS (128MB; a bare number is MB)' })
-      .option('stop-wait', { type: 'string', describe: 'On SIGTERM, how long running jobs may finish before they are put back' })
-      .option('timeout-grace', { type: 'string', describe: 'How long a handler may ignore its timeout before its process recycles (default 10s)' })
-      .option('heartbeat', { type: 'string', describe: 'How often workers report in and read pause/restart signals (default 5s)' })
+      .option('tries', integer('--tries', { min: 1, max: LIMITS.tries, describe: 'Attempts per job, unless the job sets its own' }))
+      .option('timeout', duration('--timeout', { timer: true, describe: 'Per-attempt timeout (120, 120s, 2m)' }))
+      .option('backoff', backoff('--backoff', { describe: 'Delays between attempts: 60,120,300 or exp:1s:10m' }))
+      .option('sleep', duration('--sleep', { timer: true, describe: 'Pause between polls when nothing is due' }))
+      .option('max-jobs', integer('--max-jobs', { min: 1, describe: 'Recycle a worker process after this many jobs' }))
+      .option('max-time', duration('--max-time', { describe: 'Recycle a worker process after running this long' }))
+      .option('memory', bytes('--memory', { describe: 'Recycle a worker process above this RSS (128MB; a bare number is MB)' }))
+      .option('stop-wait', duration('--stop-wait', { timer: true, describe: 'On SIGTERM, how long running jobs may finish before they are put back' }))
+      .option('timeout-grace', duration('--timeout-grace', { timer: true, describe: 'How long a handler may ignore its timeout before its process recycles (default 10s)' }))
+      .option('heartbeat', duration('--heartbeat', { timer: true, describe: 'How often workers report in and read pause/restart signals (default 5s)' }))
       .option('once', { type: 'boolean', describe: 'Run one job, then exit' })
       .option('stop-when-empty', { type: 'boolean', describe: 'Exit when no job is due' })
       .option('jobs', { type: 'string', array: true, describe: 'Modules that export job definitions' }),
@@ -67,8 +69,9 @@ export const workCommand = defineCommand({
 /** One worker in this process; SIGTERM/SIGINT stop it gracefully, a second signal exits at once. */
 export async function runWorkerInProcess(context: CommandContext): Promise<number> {
   const mq = await context.mailq();
-  await assertSchema(context);
+  // The jobs' preflight (a missing TWS token) refuses here, before the database is even asked.
   const worker = mq.worker(workerOptionsFromSettings(context.settings.worker));
+  await assertSchema(context);
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
@@ -112,11 +115,14 @@ async function runSupervisedWorker(context: CommandContext, identity: Supervised
  */
 async function runSupervisor(context: CommandContext): Promise<number> {
   const mq = await context.mailq();
-  await assertSchema(context);
   const settings = context.settings.worker;
+  mq.registry.preflight(settings.queues);
+  await assertSchema(context);
   const supervisor = new Supervisor(mq.knex, mq.tables, context.logger, {
     processes: settings.processes,
-    command: { modulePath: MAILQ_BIN, args: cliState.argv },
+    // The workers get this process's flags, minus the database URL: that goes by environment, so no
+    // password shows in `ps` (a process's arguments are readable by every user; its environment is not).
+    command: { modulePath: MAILQ_BIN, args: withoutDatabaseUrl(cliState.argv), env: { MAILQ_DATABASE_URL: context.settings.databaseUrl } },
     queues: settings.queues,
     concurrency: settings.concurrency,
     stopWait: `${settings.stopWait}ms`,
@@ -136,6 +142,20 @@ async function runSupervisor(context: CommandContext): Promise<number> {
   } finally {
     unhook();
   }
+}
+
+/** argv without `--database-url` (`=value` or the next argument), however yargs would read it. */
+export function withoutDatabaseUrl(argv: readonly string[]): string[] {
+  const flag = /^--(database-url|databaseUrl)(=|$)/;
+  const kept: string[] = [];
+  for (let index = 0; index < argv.length; index++) {
+    const arg = argv[index]!;
+    if (arg === '--') return [...kept, ...argv.slice(index)];
+    const match = flag.exec(arg);
+    if (!match) kept.push(arg);
+    else if (match[2] === '') index++;
+  }
+  return kept;
 }
 
 /** A missing table fails here with "run `mailq migrate` first", not later in a loop. */

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { parseBytes } from './bytes.js';
-import { MAX_TIMER_MS, parseDuration } from './duration.js';
+import { MAX_TIMER_MS, MAX_TIMER_TEXT, parseDuration } from './duration.js';
 import { parseBackoffFlag, toBackoffPlan, type BackoffPlan } from './backoff.js';
 import { ConfigError } from './errors.js';
 import { parseDatabaseUrl } from './db/url.js';
@@ -26,13 +26,13 @@ const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
 });
 
 /** A duration that a timer waits for: Node's timers cannot wait longer than ~24.8 days (they fire after 1 ms instead). */
-const timerDuration = duration.pipe(z.number().max(MAX_TIMER_MS, 'at most 24 days (the longest a timer can wait)'));
+const timerDuration = duration.pipe(z.number().max(MAX_TIMER_MS, MAX_TIMER_TEXT));
 
 /** Upper bounds of counts that are settings and flags alike: past them, a value is a typo (1e9 processes would fork until the host falls over). */
 export const LIMITS = { concurrency: 10_000, processes: 1_000, tries: 10_000 } as const;
 
 /** An integer from a number or its decimal text (env and flags are text); `true`, '' and '1e3' are not integers. */
-export function integer(min: number, max: number = Number.MAX_SAFE_INTEGER) {
+function integer(min: number, max: number = Number.MAX_SAFE_INTEGER) {
   return z
     .union([z.number(), z.string().trim().regex(/^-?\d+$/, 'expected an integer').transform(Number)], { error: 'expected an integer' })
     .pipe(z.number().int('expected an integer').min(min, `expected an integer ≥ ${min}`).max(max, `expected an integer ≤ ${max}`));

@@ -11,6 +11,8 @@ export type Duration = number | string;
 export const MAX_DURATION_MS = 10 * 365 * 86_400_000;
 /** What Node's timers can wait (~24.8 days): a longer timeout would fire after 1 ms instead. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The words for MAX_TIMER_MS in an error message. */
+export const MAX_TIMER_TEXT = 'at most 24 days (the longest a timer can wait)';
 
 export function parseDuration(value: Duration): number {
   if (typeof value === 'number') {

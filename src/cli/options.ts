@@ -1,9 +1,9 @@
 import type { Options, PositionalOptions } from 'yargs';
 import { parseBackoffFlag, toBackoffPlan } from '../backoff.js';
 import { parseBytes } from '../bytes.js';
-import { MAX_TIMER_MS, parseDuration } from '../duration.js';
+import { MAX_TIMER_MS, MAX_TIMER_TEXT, parseDuration } from '../duration.js';
 import { parseRate } from '../mailbox/rate.js';
-import { nameProblem, quoteValue } from '../names.js';
+import { assertName, quoteValue } from '../names.js';
 
 /**
  * Every flag and argument that takes a value is declared through one of these: each checks its
@@ -92,16 +92,21 @@ function checked<T, S extends Described<unknown>>(label: string, rule: ValueRule
   return option(rule, coerce, spec);
 }
 
-const INTEGER = /^[+-]?\d+$/;
 const DECIMAL = /^[+-]?(\d+(\.\d*)?|\.\d+)$/;
 
-/** An integer from `min` to `max` (decimal digits only: not `1e3`, `0x10` or `1.0`). */
+/** Decimal digits only (not `1e3`, `0x10` or `1.0`), from `min` to `max`; else undefined. */
+function parseInteger(text: string, min: number, max: number): number | undefined {
+  const value = Number(text.trim());
+  return /^[+-]?\d+$/.test(text.trim()) && Number.isSafeInteger(value) && value >= min && value <= max ? value : undefined;
+}
+
+/** An integer from `min` to `max`. */
 export function integer<const S extends Described<number> & { min: number; max?: number }>(label: string, spec: S) {
   const max = spec.max ?? Number.MAX_SAFE_INTEGER;
   const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${spec.min}` : `from ${spec.min} to ${max}`;
   return checked(label, { kind: 'integer', min: spec.min, max }, (text) => {
-    const value = Number(text.trim());
-    if (!INTEGER.test(text.trim()) || !Number.isSafeInteger(value) || value < spec.min || value > max) throw new Error(`expected an integer ${range}`);
+    const value = parseInteger(text, spec.min, max);
+    if (value === undefined) throw new Error(`expected an integer ${range}`);
     return value;
   }, spec);
 }
@@ -120,25 +125,24 @@ export function duration<const S extends Described<string> & { timer?: boolean }
   const maxMs = spec.timer ? MAX_TIMER_MS : Number.MAX_SAFE_INTEGER;
   return checked(label, { kind: 'duration', maxMs }, (text) => {
     const ms = parseDuration(text);
-    if (ms > maxMs) throw new Error('at most 24 days (the longest a timer can wait)');
+    if (ms > maxMs) throw new Error(MAX_TIMER_TEXT);
     return text;
   }, spec);
 }
 
 /** A queue or job name. `list`: several, comma-separated or repeated (`a,b` or `a b`), returned as a flat list. */
 export function name<const S extends Described<string> & { what?: string }>(label: string, spec: S) {
-  return checked(label, { kind: 'name', list: false }, (text) => checkName(spec.what ?? 'name', text), spec);
+  return checked(label, { kind: 'name', list: false }, (text) => checkName(spec.what, text), spec);
 }
 
 export function names<const S extends Described<string[]> & { what?: string }>(label: string, spec: S) {
-  const one = checker(label, (text) => text.split(',').map((part) => part.trim()).filter(Boolean).map((part) => checkName(spec.what ?? 'name', part)));
+  const one = checker(label, (text) => text.split(',').map((part) => part.trim()).filter(Boolean).map((part) => checkName(spec.what, part)));
   const coerce = (value: unknown): string[] => (value === undefined ? (undefined as unknown as string[]) : (Array.isArray(value) ? value : [value]).flatMap(one));
   return option({ kind: 'name', list: true }, coerce, { ...spec, array: true as const });
 }
 
-function checkName(what: string, text: string): string {
-  const problem = nameProblem(text);
-  if (problem) throw new Error(`${what} ${problem}`);
+function checkName(what: string | undefined, text: string): string {
+  assertName(what ?? 'name', text, (message) => new Error(message));
   return text;
 }
 
@@ -207,8 +211,8 @@ export function rate<const S extends Described<string> & { off?: string }>(label
 /** Failed-job ids (positive integers); `all` alone too if `all`. */
 export function ids<const S extends Described<string[]> & { all?: boolean }>(label: string, spec: S) {
   const id = checker(label, (value) => {
-    const n = Number(value.trim());
-    if (!INTEGER.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) throw new Error(spec.all ? "expected positive integer ids, or 'all'" : 'expected positive integer ids');
+    const n = parseInteger(value, 1, Number.MAX_SAFE_INTEGER);
+    if (n === undefined) throw new Error(spec.all ? "expected positive integer ids, or 'all'" : 'expected positive integer ids');
     return n;
   });
   const coerce = (value: unknown): Array<number | 'all'> => {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { toBackoffPlan } from '../backoff.js';
-import { MAX_TIMER_MS, parseDuration, type Duration } from '../duration.js';
+import { MAX_TIMER_MS, MAX_TIMER_TEXT, parseDuration, type Duration } from '../duration.js';
 import { InvalidJobError } from '../errors.js';
 import { assertName } from '../names.js';
 import type { JobDefinition } from '../job.js';
@@ -69,7 +69,7 @@ export function rowTemplate(job: JobDefinition | string, options: DispatchOption
   assertName('queue', queue, invalid);
   assertName('job name', name, invalid);
   const timeoutMs = timeout === undefined ? null : checkedDuration('timeout', timeout);
-  if (timeoutMs !== null && timeoutMs > MAX_TIMER_MS) throw new InvalidJobError('timeout must be at most 24 days (the longest a timer can wait)');
+  if (timeoutMs !== null && timeoutMs > MAX_TIMER_MS) throw new InvalidJobError(`timeout: ${MAX_TIMER_TEXT}`);
   return {
     queue,
     name,

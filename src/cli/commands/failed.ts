@@ -1,6 +1,5 @@
 import { defineCommand } from '../command.js';
 import { formatTime, json, table, truncate } from '../output.js';
-import { MailqError } from '../../errors.js';
 import { integer, name } from '../options.js';
 
 /** How many rows a listing prints at most. */

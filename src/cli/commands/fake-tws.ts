@@ -62,11 +62,8 @@ interface FakeTwsFlags {
 }
 
 function fakeTwsOptions(argv: FakeTwsFlags, settingsToken: string | undefined): FakeTwsOptions {
+  // Each value was checked when argv was parsed (../options.ts); here they only change shape.
   const usage = (message: string) => new MailqError(message, { exitCode: 2 });
-  if (!Number.isInteger(argv.port) || argv.port < 0 || argv.port > 65_535) throw usage(`--port must be 0–65535, got ${argv.port}`);
-  if (!(argv['error-rate'] >= 0 && argv['error-rate'] <= 1)) throw usage(`--error-rate must be between 0 and 1, got ${argv['error-rate']}`);
-  if (!Number.isInteger(argv['page-size']) || argv['page-size'] < 1) throw usage(`--page-size must be an integer ≥ 1`);
-  if (!Number.isInteger(argv.seed)) throw usage('--seed must be an integer');
   let latencyMs: number;
   let rateLimit: FakeTwsOptions['rateLimit'];
   try {

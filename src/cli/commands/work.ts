@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { cliState, defineCommand } from '../command.js';
 import type { CommandContext } from '../context.js';
+import type { Mailq } from '../../mailq.js';
 import { workerOptionsFromSettings } from '../../worker/from-settings.js';
 import type { WorkerStopReason } from '../../worker/worker.js';
 import { childStopWaitMs, WORKER_EXIT } from '../../supervisor/protocol.js';
@@ -68,10 +69,8 @@ export const workCommand = defineCommand({
 
 /** One worker in this process; SIGTERM/SIGINT stop it gracefully, a second signal exits at once. */
 export async function runWorkerInProcess(context: CommandContext): Promise<number> {
-  const mq = await context.mailq();
-  // The jobs' preflight (a missing TWS token) refuses here, before the database is even asked.
+  const mq = await assertReady(context);
   const worker = mq.worker(workerOptionsFromSettings(context.settings.worker));
-  await assertSchema(context);
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
@@ -114,10 +113,8 @@ async function runSupervisedWorker(context: CommandContext, identity: Supervised
  * so a bad config fails here once instead of in N crash-looping children.
  */
 async function runSupervisor(context: CommandContext): Promise<number> {
-  const mq = await context.mailq();
+  const mq = await assertReady(context);
   const settings = context.settings.worker;
-  mq.registry.preflight(settings.queues);
-  await assertSchema(context);
   const supervisor = new Supervisor(mq.knex, mq.tables, context.logger, {
     processes: settings.processes,
     // The workers get this process's flags, minus the database URL: that goes by environment, so no
@@ -158,10 +155,15 @@ export function withoutDatabaseUrl(argv: readonly string[]): string[] {
   return kept;
 }
 
-/** A missing table fails here with "run `mailq migrate` first", not later in a loop. */
-async function assertSchema(context: CommandContext): Promise<void> {
-  const { knex, tables } = await context.mailq();
-  await knex.raw('SELECT 1 FROM ??, ?? LIMIT 0', [tables.jobs, tables.workers]);
+/**
+ * What would make every claim fail, found before the first: a setting the jobs on these queues need
+ * (their preflight: a missing TWS token), then a missing table ("run `mailq migrate` first").
+ */
+async function assertReady(context: CommandContext): Promise<Mailq> {
+  const mq = await context.mailq();
+  mq.registry.preflight(context.settings.worker.queues);
+  await mq.knex.raw('SELECT 1 FROM ??, ?? LIMIT 0', [mq.tables.jobs, mq.tables.workers]);
+  return mq;
 }
 
 function exitCodeFor(reason: WorkerStopReason): number {

@@ -2,7 +2,6 @@ import type { Options, PositionalOptions } from 'yargs';
 import { parseBackoffFlag, toBackoffPlan } from '../backoff.js';
 import { parseBytes } from '../bytes.js';
 import { MAX_TIMER_MS, MAX_TIMER_TEXT, parseDuration } from '../duration.js';
-import { parseRate } from '../mailbox/rate.js';
 import { assertName, quoteValue } from '../names.js';
 
 /**
@@ -199,11 +198,14 @@ export function bytes<const S extends Described<string>>(label: string, spec: S)
   }, spec);
 }
 
-/** A rate (`100/min`), or the word `off` stands for none. Returned as written once checked. */
-export function rate<const S extends Described<string> & { off?: string }>(label: string, spec: S) {
+/**
+ * A rate (`100/min`) read by `parse` (the mailbox's parseRate: the core imports nothing of it), or
+ * the word `off` for none. Returned as written once checked.
+ */
+export function rate<const S extends Described<string> & { off?: string; parse: (text: string) => unknown }>(label: string, spec: S) {
   return checked(label, { kind: 'rate', off: spec.off }, (value) => {
     if (spec.off !== undefined && value === spec.off) return value;
-    parseRate(value);
+    spec.parse(value);
     return value;
   }, spec);
 }

@@ -22,7 +22,7 @@ export const demoCommand = defineCommand({
       .option('concurrency', integer('--concurrency', { min: 1, max: LIMITS.concurrency, default: 10, describe: 'Jobs at once per worker process' }))
       .option('processes', integer('--processes', { min: 1, max: 64, default: 1, describe: 'Worker processes (1: a worker inside this process)' }))
       .option('error-rate', decimal('--error-rate', { min: 0, max: 1, default: 0.02, describe: 'Share of TWS requests that fail with a transient 5xx' }))
-      .option('rate-limit', rate('--rate-limit', { describe: 'Make the fake TWS answer 429 past this rate (e.g. 600/min)' }))
+      .option('rate-limit', rate('--rate-limit', { parse: parseRate, describe: 'Make the fake TWS answer 429 past this rate (e.g. 600/min)' }))
       .option('tries', integer('--tries', { min: 1, max: LIMITS.tries, describe: 'Attempts per taxpayer (default: mailbox.tries, 3)' }))
       .option('backoff', backoffOption('--backoff', { default: '5,10,30', describe: 'Delays between attempts; shorter than the production 60,120,300 so a demo run ends' }))
       .option('keep', { type: 'boolean', default: false, describe: 'Keep the demo tables to inspect them afterwards' })

@@ -16,7 +16,7 @@ export const fakeTwsCommand = defineCommand({
       .option('host', text('--host', { default: '127.0.0.1' }))
       .option('latency', duration('--latency', { timer: true, default: '1s', describe: 'Added to every mailbox response' }))
       .option('error-rate', decimal('--error-rate', { min: 0, max: 1, default: 0.02, describe: 'Share of requests that fail with a transient 5xx (0–1)' }))
-      .option('rate-limit', rate('--rate-limit', { off: 'none', default: '100/min', describe: 'Requests allowed per window before 429 (or "none")' }))
+      .option('rate-limit', rate('--rate-limit', { parse: parseRate, off: 'none', default: '100/min', describe: 'Requests allowed per window before 429 (or "none")' }))
       .option('broken', text('--broken', { default: '500', describe: 'Permanently broken taxpayers (404/403): ids divisible by N, a comma list of ids, or "none"' }))
       .option('malformed', text('--malformed', { describe: 'Comma list of taxpayer ids whose pages break the schema' }))
       .option('token', text('--token', { describe: 'Bearer token to require (default: MAILQ_TWS_TOKEN if set, else any)' }))

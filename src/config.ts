@@ -8,7 +8,7 @@ import { parseBackoffFlag, toBackoffPlan, type BackoffPlan } from './backoff.js'
 import { ConfigError } from './errors.js';
 import { parseDatabaseUrl } from './db/url.js';
 import { scheduleEntrySchema } from './schedule/entry.js';
-import { parseRate } from './mailbox/rate.js';
+import { parseRate } from './ratelimit/rate.js';
 
 /**
  * One schema for every setting, whatever its source. Precedence: CLI flags, then environment

@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/errors.js';
-import { createLogger, createMailq, parseDatabaseUrl, type Mailq } from '../src/index.js';
+import { createLogger, createMailq, type Mailq } from '../src/index.js';
+import { parseDatabaseUrl } from '../src/db/url.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 
 const silent = createLogger({ level: 'silent' });

@@ -5,20 +5,9 @@
 //
 // It uses MAILQ_DATABASE_URL (default: mysql://root@127.0.0.1:3306/mailq_example_mailbox, created if
 // missing) and MAILQ_TWS_URL / MAILQ_TWS_TOKEN if set; otherwise it starts a fake TWS in-process.
-// In an app, import from 'mailq' instead of '../../src/index.js'.
-import {
-  connect,
-  createMailboxSync,
-  createLogger,
-  createMailq,
-  dispatchMailboxSync,
-  mailboxSyncJob,
-  shortFailureMessage,
-  MAILBOX_SYNC_JOB,
-  MAILBOX_SYNC_QUEUE,
-  startFakeTws,
-  type Knex,
-} from '../../src/index.js';
+// In an app, import from 'mailq' and 'mailq/mailbox' instead of '../../src/index.js' and '../../src/mailbox/index.js'.
+import { connect, createLogger, createMailq, type Knex } from '../../src/index.js';
+import { createMailboxSync, dispatchMailboxSync, mailboxSyncJob, shortFailureMessage, MAILBOX_SYNC_JOB, MAILBOX_SYNC_QUEUE, startFakeTws } from '../../src/mailbox/index.js';
 
 const databaseUrl = process.env.MAILQ_DATABASE_URL ?? 'mysql://root@127.0.0.1:3306/mailq_example_mailbox';
 await createDatabaseIfMissing(databaseUrl);

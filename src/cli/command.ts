@@ -1,6 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { closeContext, createContext, reportError, type CommandContext, type GlobalFlags } from './context.js';
-import type { Output } from './output.js';
+import { INVOCATION_KEY, type Invocation } from './invocation.js';
 
 export interface MailqCommand<A> {
   command: string | string[];
@@ -14,9 +14,6 @@ export interface MailqCommand<A> {
   run(context: CommandContext, argv: A & GlobalFlags): Promise<number | void>;
 }
 
-/** Where commands print (swapped in tests), and the arguments this invocation got (a supervisor hands them to its workers). */
-export const cliState: { output?: Output; exitCode: number; argv: string[] } = { exitCode: 0, argv: [] };
-
 /** Wraps a command: settings, one Mailq per invocation, one-line errors, a closed pool, an exit code. */
 export function defineCommand<A>(spec: MailqCommand<A>): CommandModule<GlobalFlags, A> {
   return {
@@ -25,13 +22,14 @@ export function defineCommand<A>(spec: MailqCommand<A>): CommandModule<GlobalFla
     builder: (spec.builder ?? ((yargs) => yargs as unknown as Argv<A>)) as CommandModule<GlobalFlags, A>['builder'],
     handler: async (argv) => {
       const args = argv as unknown as A & GlobalFlags;
+      const invocation = (argv as unknown as Record<string, Invocation>)[INVOCATION_KEY]!;
       let context: CommandContext | undefined;
       try {
-        context = await createContext(args as A & GlobalFlags & Record<string, unknown>, spec.settings?.(args) ?? {}, cliState.output, { databaseOptional: spec.databaseOptional });
+        context = await createContext(args as A & GlobalFlags & Record<string, unknown>, spec.settings?.(args) ?? {}, invocation, { databaseOptional: spec.databaseOptional });
         const code = await spec.run(context, args);
-        cliState.exitCode = typeof code === "number" ? code : 0;
+        invocation.exitCode = typeof code === 'number' ? code : 0;
       } catch (error) {
-        cliState.exitCode = reportError(error, context?.output ?? cliState.output!, Boolean(args.verbose), context?.settings.databaseUrl);
+        invocation.exitCode = reportError(error, invocation.output, Boolean(args.verbose), context?.settings.databaseUrl);
       } finally {
         if (context) await closeContext(context).catch(() => undefined);
       }

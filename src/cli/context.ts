@@ -7,7 +7,8 @@ import { ConfigError, MailqError } from '../errors.js';
 import { jobsFromModule, type JobDefinition } from '../job.js';
 import { createLogger } from '../logger.js';
 import { createMailq, type Mailq } from '../mailq.js';
-import { processOutput, type Output } from './output.js';
+import type { Invocation } from './invocation.js';
+import type { Output } from './output.js';
 
 /** Flags every command accepts. */
 export interface GlobalFlags {
@@ -23,6 +24,8 @@ export interface CommandContext {
   loaded: LoadedSettings;
   logger: Logger;
   output: Output;
+  /** This run of the CLI: its arguments, and how to run another command line. */
+  invocation: Invocation;
   /** Opens the queue on first use, with the job modules the config names. */
   mailq(): Promise<Mailq>;
 }
@@ -59,7 +62,7 @@ export interface ContextOptions {
   databaseOptional?: boolean;
 }
 
-export async function createContext(flags: GlobalFlags & Record<string, unknown>, settingsFlags: Record<string, unknown>, output: Output = processOutput, options: ContextOptions = {}): Promise<CommandContext> {
+export async function createContext(flags: GlobalFlags & Record<string, unknown>, settingsFlags: Record<string, unknown>, invocation: Invocation, options: ContextOptions = {}): Promise<CommandContext> {
   const loaded = await loadSettings({
     databaseOptional: options.databaseOptional,
     configPath: flags.config,
@@ -72,7 +75,8 @@ export async function createContext(flags: GlobalFlags & Record<string, unknown>
     settings,
     loaded,
     logger,
-    output,
+    output: invocation.output,
+    invocation,
     mailq: () => {
       instance ??= (async () => {
         if (!settings.databaseUrl) throw new ConfigError(`invalid setting databaseUrl: ${NO_DATABASE_MESSAGE}`);

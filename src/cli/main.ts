@@ -1,6 +1,6 @@
 import yargs from 'yargs';
-import { cliState } from './command.js';
 import { commands } from './commands/index.js';
+import { INVOCATION_KEY, type Invocation } from './invocation.js';
 import { processOutput, type Output } from './output.js';
 
 /**
@@ -8,9 +8,7 @@ import { processOutput, type Output } from './output.js';
  * one line on stderr and exit code 2.
  */
 export async function main(argv: string[], output: Output = processOutput): Promise<number> {
-  cliState.output = output;
-  cliState.exitCode = 0;
-  cliState.argv = [...argv];
+  const invocation: Invocation = { output, argv: [...argv], exitCode: 0, runCommandLine: main };
   let usageError: string | undefined;
   const parser = yargs(argv)
     .scriptName('mailq')
@@ -36,7 +34,7 @@ export async function main(argv: string[], output: Output = processOutput): Prom
       throw new Error(message);
     });
   try {
-    await parser.parseAsync();
+    await parser.parseAsync(argv, { [INVOCATION_KEY]: invocation });
   } catch (error) {
     usageError ??= (error as Error).message;
   }
@@ -45,5 +43,5 @@ export async function main(argv: string[], output: Output = processOutput): Prom
     output.err('Run `mailq --help` for usage.');
     return 2;
   }
-  return cliState.exitCode;
+  return invocation.exitCode;
 }

@@ -1,47 +1,31 @@
 import { captureBatches } from '../batch/capture.js';
 import type { MailqSettings } from '../config.js';
 import type { CommandRunner } from '../schedule/scheduler.js';
-import { cliState } from './command.js';
+import type { Invocation } from './invocation.js';
 import type { Output } from './output.js';
 
-let queue: Promise<unknown> = Promise.resolve();
-
 /**
- * Runs a schedule entry's command line through the CLI's own parser, `main(argv)`, in this
- * process: the same flags, validation and exit codes as typed by hand, and no process start per
- * slot. The scheduler's database, config file and prefix are passed on unless the line sets its
- * own. Runs are serialised: the CLI keeps one output and exit code at a time.
+ * Runs a schedule entry's command line as a CLI run of its own, in this process: the same flags,
+ * validation and exit codes as typed by hand, and no process start per slot. The scheduler's
+ * database, config file and prefix are passed on unless the line sets its own.
  */
-export function cliCommandRunner(settings: MailqSettings, configPath: string | undefined, output: Output): CommandRunner {
-  return (argv) => {
-    const run = queue.then(() => runOnce(withSchedulerFlags(argv, settings, configPath), output));
-    queue = run.catch(() => undefined);
-    return run;
-  };
-}
-
-async function runOnce(argv: string[], output: Output): Promise<{ exitCode: number; batchIds: string[]; output: string }> {
-  const { main } = await import('./main.js');
-  const lines: string[] = [];
-  const captured: Output = {
-    isTTY: false,
-    out: (text) => {
-      lines.push(text);
-      output.out(text);
-    },
-    err: (text) => {
-      lines.push(text);
-      output.err(text);
-    },
-  };
-  const outer = { output: cliState.output, exitCode: cliState.exitCode };
-  try {
-    const { result, batchIds } = await captureBatches(() => main(argv, captured));
+export function cliCommandRunner(settings: MailqSettings, configPath: string | undefined, invocation: Invocation): CommandRunner {
+  return async (argv) => {
+    const lines: string[] = [];
+    const output: Output = {
+      isTTY: false,
+      out: (text) => {
+        lines.push(text);
+        invocation.output.out(text);
+      },
+      err: (text) => {
+        lines.push(text);
+        invocation.output.err(text);
+      },
+    };
+    const { result, batchIds } = await captureBatches(() => invocation.runCommandLine(withSchedulerFlags(argv, settings, configPath), output));
     return { exitCode: result, batchIds, output: lines.join('\n') };
-  } finally {
-    cliState.output = outer.output;
-    cliState.exitCode = outer.exitCode;
-  }
+  };
 }
 
 function withSchedulerFlags(argv: string[], settings: MailqSettings, configPath: string | undefined): string[] {

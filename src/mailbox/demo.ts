@@ -13,7 +13,7 @@ import { dispatchMailboxSync } from './dispatch.js';
 import { startFakeTws, type FakeTws, type FakeTwsCounts } from './fake-tws.js';
 import { mailboxSyncJob, TWS_RATE_LIMIT_KEY } from './job.js';
 import { resolveRateLimit } from '../ratelimit/rate-limit.js';
-import { formatRate, type Rate } from './rate.js';
+import { formatRate, type Rate } from '../ratelimit/rate.js';
 import type { FailureReason, NewTaxpayer } from './store.js';
 import { MailboxSync } from './sync.js';
 import { sleep } from '../sleep.js';

@@ -5,7 +5,7 @@ import type { MailqSettings } from '../config.js';
 import { registerBuiltinJobs } from '../cli/context.js';
 import type { Mailq } from '../mailq.js';
 import { mailboxSyncJob, TWS_RATE_LIMIT_KEY, type MailboxSyncJobOptions } from './job.js';
-import { parseRate } from './rate.js';
+import { parseRate } from '../ratelimit/rate.js';
 import type { RateLimitOption } from '../ratelimit/rate-limit.js';
 import { MailboxSync } from './sync.js';
 

@@ -3,7 +3,7 @@ import type { JobDefinition, JobRegistry } from '../job.js';
 import { parseDuration, type Duration } from '../duration.js';
 import type { ClaimedJob } from '../worker/claimed-job.js';
 import type { RateLimiter } from './limiter.js';
-import { describeRateLimit, resolveRateLimit, sameRateLimit, type ResolvedRateLimit } from './rate-limit.js';
+import { describeRateLimit, resolveRateLimit, sameRateLimit, type JobRateLimit, type ResolvedRateLimit } from './rate-limit.js';
 
 /** What one claim may take: a cap per rate-limited queue, and the tokens behind each cap. */
 export interface ClaimPlan {
@@ -12,18 +12,6 @@ export interface ClaimPlan {
   /** Rate-limited queues: claim at most this many from each. */
   caps: Map<string, number>;
   grants: Array<{ queue: string; limit: ResolvedRateLimit; granted: number; stampedAt: string | null }>;
-}
-
-/** The handle a rate-limited job gets as `ctx.rateLimit`. */
-export interface JobRateLimit {
-  readonly key: string;
-  /**
-   * Pauses the key for every worker on every host, e.g. on a 429 with Retry-After.
-   * Then `ctx.defer(delay)` puts this job back without counting its attempt.
-   */
-  pauseFor(delay: Duration): Promise<void>;
-  /** Waits for `n` more tokens (a job that makes several limited calls); rejects if the job is aborted. */
-  acquire(n?: number): Promise<void>;
 }
 
 /**

@@ -3,9 +3,11 @@ import type { TableNames } from '../db/tables.js';
 import { withSession } from '../db/session.js';
 import { withDatabaseRetry } from '../db/retry.js';
 import { parseDuration, type Duration } from '../duration.js';
-import { NEVER_USED } from '../../migrations/20261128000005_rate_limits_batches_schedule.js';
 import { windowMs, type ResolvedRateLimit } from './rate-limit.js';
 import { sleep } from '../sleep.js';
+
+/** The `used_at` of a slot that was never used: older than any window, so the slot is free. */
+export const NEVER_USED = '2000-01-01 00:00:00.000';
 
 export interface Acquired {
   /** Tokens taken: 0..n. */

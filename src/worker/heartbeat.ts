@@ -6,7 +6,7 @@ import { ControlState, QueueControls } from '../controls/queue-controls.js';
 import type { TableNames } from '../db/tables.js';
 import { StatsRows } from '../stats/stats-rows.js';
 import { QueueTally } from '../stats/tally.js';
-import type { WorkerEvents } from './worker.js';
+import type { WorkerEvents } from './events.js';
 import { WorkerRows, type PresenceStatus } from './worker-rows.js';
 
 export interface HeartbeatOptions {

@@ -17,6 +17,7 @@ import { Heartbeat } from './heartbeat.js';
 import { ClaimReplyLostError, JobRows, type ReturnedReservations } from './job-rows.js';
 import { sleep } from '../sleep.js';
 import { ClaimGate } from '../ratelimit/claim-gate.js';
+import type { WorkerEvents, WorkerStopReason } from './events.js';
 import { RateLimiter } from '../ratelimit/limiter.js';
 
 export interface WorkerOptions {
@@ -58,26 +59,12 @@ export interface WorkerOptions {
   supervisorId?: string;
 }
 
-export type WorkerStopReason = 'stopped' | 'signal' | 'empty' | 'once' | 'max-jobs' | 'max-time' | 'memory' | 'stuck-job' | 'restart';
-
 export interface WorkerStats {
   completed: number;
   failed: number;
   retried: number;
   deferred: number;
   running: number;
-}
-
-export interface WorkerEvents {
-  'job:started': [ClaimedJob];
-  'job:completed': [ClaimedJob, number];
-  'job:retrying': [ClaimedJob, Error, number];
-  'job:failed': [ClaimedJob, Error];
-  'job:deferred': [ClaimedJob, number, string];
-  'error': [Error];
-  'stopping': [WorkerStopReason];
-  /** Registered (or tried to) and about to claim. */
-  'ready': [];
 }
 
 interface ResolvedOptions {

@@ -3,7 +3,7 @@ import { formatDuration, parseDuration } from '../../duration.js';
 import { redactUrl } from '../../db/url.js';
 import { MailqError } from '../../errors.js';
 import { runDemo, type DemoResult } from '../../mailbox/demo.js';
-import { parseRate, type Rate } from '../../mailbox/rate.js';
+import { parseRate, type Rate } from '../../ratelimit/rate.js';
 import { defineCommand } from '../command.js';
 import { json, summaryTable, table } from '../output.js';
 import { createProgress, type Progress } from '../progress.js';

@@ -1,8 +1,8 @@
 import { fileURLToPath } from 'node:url';
-import { cliState, defineCommand } from '../command.js';
+import { defineCommand } from '../command.js';
 import type { CommandContext } from '../context.js';
 import { workerOptionsFromSettings } from '../../worker/from-settings.js';
-import type { WorkerStopReason } from '../../worker/worker.js';
+import type { WorkerStopReason } from '../../worker/events.js';
 import { childStopWaitMs, WORKER_EXIT } from '../../supervisor/protocol.js';
 import { followSupervisor, supervisedIdentity, type SupervisedIdentity } from '../../supervisor/supervised-child.js';
 import { handleSupervisorSignals } from '../../supervisor/signals.js';
@@ -116,7 +116,7 @@ async function runSupervisor(context: CommandContext): Promise<number> {
   const settings = context.settings.worker;
   const supervisor = new Supervisor(mq.knex, mq.tables, context.logger, {
     processes: settings.processes,
-    command: { modulePath: MAILQ_BIN, args: cliState.argv },
+    command: { modulePath: MAILQ_BIN, args: [...context.invocation.argv] },
     queues: settings.queues,
     concurrency: settings.concurrency,
     stopWait: `${settings.stopWait}ms`,

@@ -115,18 +115,23 @@ export class FailedJobs {
     return result;
   }
 
-  /** Deletes failed jobs by id; returns how many existed. */
+  /**
+   * Deletes failed jobs by id; returns how many existed. One statement, retried whole on a lock
+   * conflict: the count is that of the attempt that committed.
+   */
   async forget(ids: number[]): Promise<number> {
     if (ids.length === 0) return 0;
-    return this.knex(this.tables.failedJobs).whereIn('id', ids).delete();
+    return withDatabaseRetry(() => this.knex(this.tables.failedJobs).whereIn('id', ids).delete());
   }
 
-  /** Deletes all failed jobs, or those that failed more than `hours` ago. */
+  /** Deletes all failed jobs, or those that failed more than `hours` ago; retried as forget is. */
   async flush(options: { hours?: number; queue?: string } = {}): Promise<number> {
-    const query = this.knex(this.tables.failedJobs);
-    if (options.queue) query.where('queue', options.queue);
-    if (options.hours !== undefined) query.whereRaw('failed_at < NOW(3) - INTERVAL ? SECOND', [Math.round(options.hours * 3600)]);
-    return query.delete();
+    return withDatabaseRetry(() => {
+      const query = this.knex(this.tables.failedJobs);
+      if (options.queue) query.where('queue', options.queue);
+      if (options.hours !== undefined) query.whereRaw('failed_at < NOW(3) - INTERVAL ? SECOND', [Math.round(options.hours * 3600)]);
+      return query.delete();
+    });
   }
 
   private async selectIds(filter: RetryFailedOptions, limit: number, among?: number[]): Promise<number[]> {

@@ -55,3 +55,14 @@ export { followBatch, type BatchStore, type ListBatchesOptions, type CancelledBa
 export type { Batch, BatchState, BatchOptions, BatchCallback, BatchJob, BatchSummary, CreatedBatch } from './batch/batch.js';
 export { Scheduler, type CommandRunner, type SchedulerOptions, type SlotOutcome, type SlotResult } from './schedule/scheduler.js';
 export type { ScheduleEntry, ScheduleEntryInput } from './schedule/entry.js';
+
+// Seeing the queue: the web dashboard and Prometheus metrics.
+export { startDashboard, type Dashboard, type DashboardOptions, type DashboardMailq } from './dashboard/server.js';
+export type { DashboardOverview, BatchView, QueueSeries } from './dashboard/read-model.js';
+export { registerQueueMetrics, registerClusterCounters, type QueueMetricSources } from './metrics/queue-metrics.js';
+export { instrumentWorker } from './metrics/worker-metrics.js';
+export { serveMetrics, type MetricsServerOptions } from './metrics/serve-metrics.js';
+export type { Listening } from './http/listen.js';
+export type { RateLimitUsage } from './ratelimit/limiter.js';
+export type { FailedFilter, FailureGroup } from './failed/store.js';
+export type { MinuteCounts } from './stats/stats-rows.js';

@@ -16,6 +16,8 @@ export interface TableNames {
   queueStats: string;
   /** One row per token slot of each rate-limit key (src/ratelimit). */
   rateLimits: string;
+  /** One row per rate-limit key: its window and any 429 pause (what the dashboard shows). */
+  rateLimitKeys: string;
   jobBatches: string;
   /** One row per schedule entry and slot: the row that makes a slot fire once across hosts. */
   scheduleRuns: string;
@@ -36,6 +38,7 @@ export function tableNames(prefix = '', overrides: TableOverrides = {}): TableNa
     queueControls: `${prefix}queue_controls`,
     queueStats: `${prefix}queue_stats`,
     rateLimits: `${prefix}rate_limits`,
+    rateLimitKeys: `${prefix}rate_limit_keys`,
     jobBatches: `${prefix}job_batches`,
     scheduleRuns: `${prefix}schedule_runs`,
   };

@@ -25,8 +25,19 @@ export interface FailedJob {
   failedAt: Date;
 }
 
-export interface ListFailedOptions {
+/** Which failed jobs: of one queue, of one batch, or both. */
+export interface FailedFilter {
   queue?: string;
+  batchId?: string;
+}
+
+/** Failed jobs that share a reason (the exception's first line). */
+export interface FailureGroup {
+  reason: string;
+  count: number;
+}
+
+export interface ListFailedOptions extends FailedFilter {
   limit?: number;
   /** Newest first; page with `beforeId` (the smallest id of the previous page). */
   beforeId?: number;
@@ -45,12 +56,8 @@ export interface RetryFailedResult {
 
 type Ids = number[] | 'all';
 
-export interface RetryFailedOptions {
-  /** Only failed jobs of this queue. */
-  queue?: string;
-  /** Only failed jobs of this batch (Laravel's `queue:retry-batch`). */
-  batchId?: string;
-}
+/** `queue`: only failed jobs of this queue; `batchId`: only those of this batch (Laravel's `queue:retry-batch`). */
+export type RetryFailedOptions = FailedFilter;
 
 /** Columns copied between `jobs` and `failed_jobs`, so a retried job keeps its identity, options and unique key. */
 const CARRIED_COLUMNS = ['uuid', 'queue', 'name', 'payload', 'max_attempts', 'backoff', 'timeout_ms', 'priority', 'batch_id', 'unique_key', 'created_at']
@@ -66,8 +73,7 @@ export class FailedJobs {
   ) {}
 
   async list(options: ListFailedOptions = {}): Promise<FailedJob[]> {
-    const query = this.knex(this.tables.failedJobs).select('*').orderBy('id', 'desc').limit(options.limit ?? 100);
-    if (options.queue) query.where('queue', options.queue);
+    const query = this.filtered(options).select('*').orderBy('id', 'desc').limit(options.limit ?? 100);
     if (options.beforeId) query.where('id', '<', options.beforeId);
     return (await query).map(toFailedJob);
   }
@@ -78,11 +84,27 @@ export class FailedJobs {
     return toFailedJob(row);
   }
 
-  async count(queue?: string): Promise<number> {
-    const query = this.knex(this.tables.failedJobs).count({ count: '*' });
-    if (queue) query.where('queue', queue);
-    const [row] = await query;
+  /** How many failed jobs there are, of one queue (a string) or matching a filter. */
+  async count(filter: string | FailedFilter = {}): Promise<number> {
+    const [row] = await this.filtered(typeof filter === 'string' ? { queue: filter } : filter).count({ count: '*' });
     return Number(row?.count ?? 0);
+  }
+
+  /**
+   * Failed jobs grouped by reason (the exception's first line), most frequent first: why the night's
+   * batch failed, at a glance.
+   *
+   * @example
+   * const groups = await mq.failed.reasons({ batchId }); // [{ reason: 'TwsError: 404 …', count: 6 }, …]
+   */
+  async reasons(filter: FailedFilter = {}, limit = 20): Promise<FailureGroup[]> {
+    const rows = (await this.filtered(filter)
+      .select(this.knex.raw("SUBSTRING_INDEX(exception, CHAR(10), 1) AS reason"))
+      .count({ count: '*' })
+      .groupBy('reason')
+      .orderBy([{ column: 'count', order: 'desc' }, { column: 'reason' }])
+      .limit(limit)) as Array<{ reason: string; count: number | string }>;
+    return rows.map((row) => ({ reason: String(row.reason ?? ''), count: Number(row.count) }));
   }
 
   /**
@@ -124,22 +146,27 @@ export class FailedJobs {
     return withDatabaseRetry(() => this.knex(this.tables.failedJobs).whereIn('id', ids).delete());
   }
 
-  /** Deletes all failed jobs, or those that failed more than `hours` ago; retried as forget is. */
-  async flush(options: { hours?: number; queue?: string } = {}): Promise<number> {
+  /** Deletes all failed jobs (of a queue, of a batch), or those that failed more than `hours` ago; retried as forget is. */
+  async flush(options: FailedFilter & { hours?: number } = {}): Promise<number> {
     return withDatabaseRetry(() => {
-      const query = this.knex(this.tables.failedJobs);
-      if (options.queue) query.where('queue', options.queue);
+      const query = this.filtered(options);
       if (options.hours !== undefined) query.whereRaw('failed_at < NOW(3) - INTERVAL ? SECOND', [Math.round(options.hours * 3600)]);
       return query.delete();
     });
   }
 
   private async selectIds(filter: RetryFailedOptions, limit: number, among?: number[]): Promise<number[]> {
-    const query = this.knex(this.tables.failedJobs).select('id').orderBy('id').limit(limit);
-    if (filter.queue) query.where('queue', filter.queue);
-    if (filter.batchId) query.where('batch_id', filter.batchId);
+    const query = this.filtered(filter).select('id').orderBy('id').limit(limit);
     if (among) query.whereIn('id', among);
     return (await query).map((row: { id: number | string }) => Number(row.id));
+  }
+
+  /** failed_jobs narrowed to a queue and/or a batch: the one place every read and delete filters. */
+  private filtered(filter: FailedFilter): Knex.QueryBuilder {
+    const query = this.knex(this.tables.failedJobs);
+    if (filter.queue) query.where('queue', filter.queue);
+    if (filter.batchId) query.where('batch_id', filter.batchId);
+    return query;
   }
 
   /**

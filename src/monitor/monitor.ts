@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { ALL_QUEUES, QueueControls, type QueueControlRow } from '../controls/queue-controls.js';
 import type { TableNames } from '../db/tables.js';
-import { emptyThroughput, StatsRows, type QueueThroughput } from '../stats/stats-rows.js';
+import { emptyThroughput, StatsRows, type MinuteCounts, type QueueThroughput } from '../stats/stats-rows.js';
 import { WorkerRows, type WorkerRecord } from '../worker/worker-rows.js';
 import { placeholders } from '../db/sql.js';
 
@@ -68,6 +68,17 @@ export class Monitor {
   async queues(only?: readonly string[]): Promise<QueueOverview> {
     const { checkedAt, queues } = await this.status(only);
     return { checkedAt, queues };
+  }
+
+  /**
+   * Completed, failed, retried and deferred jobs per queue and minute over the last `minutes`
+   * (from the rollup workers write at each heartbeat), oldest first; minutes with nothing finished are absent.
+   *
+   * @example
+   * const minutes = await mq.monitor.perMinute(60, ['mailbox-sync']);
+   */
+  perMinute(minutes = 60, only?: readonly string[]): Promise<MinuteCounts[]> {
+    return this.stats.perMinute(minutes, only);
   }
 
   async status(only?: readonly string[]): Promise<StatusReport> {

@@ -15,6 +15,7 @@ import { monitorCommand, statusCommand } from './monitor.js';
 import { doctorCommand } from './doctor.js';
 import { batchCancelCommand, batchCommand, batchesCommand } from './batches.js';
 import { scheduleCommand, scheduleListCommand, scheduleRunCommand } from './schedule.js';
+import { dashboardCommand } from './dashboard.js';
 
 /** Every verb of the CLI; each is a thin wrapper over one library call. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -43,4 +44,5 @@ export const commands: Array<CommandModule<GlobalFlags, any>> = [
   scheduleCommand,
   scheduleRunCommand,
   scheduleListCommand,
+  dashboardCommand,
 ];

@@ -7,6 +7,7 @@ import { childStopWaitMs, WORKER_EXIT } from '../../supervisor/protocol.js';
 import { followSupervisor, supervisedIdentity, type SupervisedIdentity } from '../../supervisor/supervised-child.js';
 import { handleSupervisorSignals } from '../../supervisor/signals.js';
 import { Supervisor } from '../../supervisor/supervisor.js';
+import { checkMetricsFlags, serveWorkerMetrics, type WorkerMetricsFlags } from '../worker-metrics.js';
 
 /** Exit codes of `mailq work`: a supervisor (ours, systemd, Supervisor) restarts on any of them. */
 export const WORK_EXIT = { ...WORKER_EXIT, forced: 130 } as const;
@@ -35,7 +36,9 @@ export const workCommand = defineCommand({
       .option('heartbeat', { type: 'string', describe: 'How often workers report in and read pause/restart signals (default 5s)' })
       .option('once', { type: 'boolean', describe: 'Run one job, then exit' })
       .option('stop-when-empty', { type: 'boolean', describe: 'Exit when no job is due' })
-      .option('jobs', { type: 'string', array: true, describe: 'Modules that export job definitions' }),
+      .option('jobs', { type: 'string', array: true, describe: 'Modules that export job definitions' })
+      .option('metrics-port', { type: 'number', describe: 'Serve this worker process’s Prometheus /metrics on this port' })
+      .option('metrics-host', { type: 'string', describe: 'Address for --metrics-port (default 127.0.0.1; others need MAILQ_DASHBOARD_TOKEN)' }),
   settings: (argv) => ({
     jobs: argv.jobs,
     worker: {
@@ -59,16 +62,19 @@ export const workCommand = defineCommand({
   run: (context, argv) => {
     const identity = supervisedIdentity();
     if (identity) return runSupervisedWorker(context, identity);
-    if (context.settings.worker.processes > 1 || argv.supervise) return runSupervisor(context);
-    return runWorkerInProcess(context);
+    const supervise = context.settings.worker.processes > 1 || Boolean(argv.supervise);
+    checkMetricsFlags(argv, supervise);
+    if (supervise) return runSupervisor(context);
+    return runWorkerInProcess(context, argv);
   },
 });
 
 /** One worker in this process; SIGTERM/SIGINT stop it gracefully, a second signal exits at once. */
-export async function runWorkerInProcess(context: CommandContext): Promise<number> {
+export async function runWorkerInProcess(context: CommandContext, metrics: WorkerMetricsFlags = {}): Promise<number> {
   const mq = await context.mailq();
   await assertSchema(context);
   const worker = mq.worker(workerOptionsFromSettings(context.settings.worker));
+  const metricsServer = await serveWorkerMetrics(context, mq, worker, metrics);
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
@@ -85,6 +91,7 @@ export async function runWorkerInProcess(context: CommandContext): Promise<numbe
   } finally {
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
+    await metricsServer?.close();
   }
 }
 

@@ -1,0 +1,22 @@
+import { defineCommand } from '../command.js';
+import { TOKEN_ENV } from '../../dashboard/access.js';
+import { startDashboard } from '../../dashboard/server.js';
+import { waitForStopSignal } from '../stop-signal.js';
+
+export const dashboardCommand = defineCommand({
+  command: 'dashboard',
+  describe: 'Serve the web dashboard (queues, workers, batches, failed jobs, rate limits) and /metrics',
+  builder: (yargs) =>
+    yargs
+      .option('port', { type: 'number', default: 8080, describe: 'Port to listen on' })
+      .option('host', { type: 'string', default: '127.0.0.1', describe: `Address to bind; any but loopback needs a token` })
+      .option('token', { type: 'string', describe: `Access token (better: ${TOKEN_ENV}, which stays out of ps)` })
+      .option('refresh', { type: 'number', default: 2, describe: 'Seconds between the page’s refreshes' }),
+  async run(context, argv) {
+    const token = argv.token ?? (process.env[TOKEN_ENV] || undefined);
+    const dashboard = await startDashboard(await context.mailq(), { host: argv.host, port: argv.port, token, refreshMs: Math.max(0.5, argv.refresh) * 1000, logger: context.logger });
+    context.output.out(`Dashboard on ${dashboard.url}/${token ? ' (open it once as /?token=<your token>; the page keeps it in a cookie)' : ''}; metrics on ${dashboard.url}/metrics. Ctrl-C stops it.`);
+    await waitForStopSignal();
+    await dashboard.close();
+  },
+});

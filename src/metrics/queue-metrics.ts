@@ -92,7 +92,9 @@ export function registerClusterCounters(registry: Registry, sources: Pick<QueueM
       labelNames: ['queue'],
       registers: [registry],
       async collect() {
-        for (const [queue, added] of await advance()) if (added[kind] > 0) this.inc({ queue }, added[kind] * scale);
+        const totals = await advance();
+        this.reset();
+        for (const [queue, total] of totals) this.inc({ queue }, total[kind] * scale);
       },
     });
   counter('mailq_jobs_completed_total', 'Jobs completed (all workers)', 'completed');
@@ -103,14 +105,15 @@ export function registerClusterCounters(registry: Registry, sources: Pick<QueueM
 }
 
 /**
- * prom-client collects every metric of a scrape at once: they share one read instead of each
- * querying the database. The read is forgotten once it settles, so the next scrape reads afresh.
+ * prom-client starts collecting every metric of a scrape in the same turn: they share one read
+ * instead of each querying the database. The read is forgotten as it settles, so the next scrape
+ * reads afresh.
  */
 function onePerScrape<T>(read: () => Promise<T>): () => Promise<T> {
   let pending: Promise<T> | undefined;
   return () => {
     pending ??= read().finally(() => {
-      setImmediate(() => (pending = undefined));
+      pending = undefined;
     });
     return pending;
   };

@@ -114,6 +114,7 @@ describe('migrations in an installed package', () => {
     const [packed] = JSON.parse(stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
     const files = packed!.files.map((file) => file.path);
     expect(files).toContain('dist/migrations/index.js');
+    expect(files).toEqual(expect.arrayContaining(['assets/dashboard/index.html', 'assets/dashboard/app.js', 'assets/dashboard/style.css']));
     expect(files.some((file) => file.startsWith('test/') || file.startsWith('src/'))).toBe(false);
 
     // Install it the way npm would lay it out, with the dependencies it declares linked beside it.

@@ -3,11 +3,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
- * The page's files ship in the package as they are (src/dashboard/ui, listed in package.json
+ * The page's files ship in the package as they are (assets/dashboard, listed in package.json
  * "files"): no CDN, no build step, so the dashboard works on a host with no internet. Found from
  * this module's place both when run from source and from dist/.
  */
-export const UI_DIR = join(packageRoot(), 'src', 'dashboard', 'ui');
+export const UI_DIR = join(packageRoot(), 'assets', 'dashboard');
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -38,9 +38,9 @@ export function readAsset(name: string): Asset | undefined {
 
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json')) || !existsSync(join(dir, 'src', 'dashboard', 'ui'))) {
+  while (!existsSync(join(dir, 'package.json')) || !existsSync(join(dir, 'assets', 'dashboard'))) {
     const parent = dirname(dir);
-    if (parent === dir) throw new Error('mailq: cannot find the dashboard page files (src/dashboard/ui) in the package');
+    if (parent === dir) throw new Error('mailq: cannot find the dashboard page files (assets/dashboard) in the package');
     dir = parent;
   }
   return dir;

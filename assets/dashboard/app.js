@@ -56,22 +56,28 @@ function bytes(n) {
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
 
-/** Completed (green) and failed (red) per minute as two lines over the hour, with the peak labelled. */
+/** Completed (green) and failed (red, stacked on top) per minute over the hour, oldest on the left. */
 function chart(series, minutes) {
-  const width = 240, height = 40, pad = 2;
-  const peak = Math.max(1, ...series.completed, ...series.failed);
-  const x = (i) => pad + (i * (width - 2 * pad)) / Math.max(1, minutes.length - 1);
-  const y = (v) => height - pad - (v * (height - 2 * pad)) / peak;
-  const line = (values) => values.map((v, i) => `${i === 0 ? 'M' : 'L'}${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
+  const width = 240, height = 40, top = 10;
+  const step = width / Math.max(1, minutes.length);
+  const peak = Math.max(1, ...series.completed.map((done, i) => done + (series.failed[i] ?? 0)));
+  const scale = (v) => (v * (height - top)) / peak;
   const root = svg('svg', { width, height, viewBox: `0 0 ${width} ${height}`, class: 'chart', role: 'img' });
   const total = (values) => values.reduce((a, b) => a + b, 0);
   const title = svg('title');
-  title.textContent = `last hour: ${total(series.completed)} completed, ${total(series.failed)} failed; peak ${peak}/min`;
+  title.textContent = `last hour: ${total(series.completed)} completed, ${total(series.failed)} failed; busiest minute ${peak}`;
   root.append(title);
-  root.append(svg('path', { d: line(series.completed), class: 'ok' }));
-  root.append(svg('path', { d: line(series.failed), class: 'bad' }));
-  const label = svg('text', { x: width - pad, y: 9, 'text-anchor': 'end', class: 'peak' });
-  label.textContent = `${peak}/min`;
+  root.append(svg('line', { x1: 0, y1: height - 0.5, x2: width, y2: height - 0.5, class: 'axis' }));
+  minutes.forEach((_, i) => {
+    const done = series.completed[i] ?? 0;
+    const failed = series.failed[i] ?? 0;
+    const x = (i * step + 0.3).toFixed(1);
+    const w = Math.max(1, step - 0.6).toFixed(1);
+    if (done > 0) root.append(svg('rect', { x, y: height - scale(done), width: w, height: scale(done), class: 'ok' }));
+    if (failed > 0) root.append(svg('rect', { x, y: height - scale(done + failed), width: w, height: scale(failed), class: 'bad' }));
+  });
+  const label = svg('text', { x: width, y: 8, 'text-anchor': 'end', class: 'peak' });
+  label.textContent = `${number(total(series.completed))} done · ${number(total(series.failed))} failed · peak ${peak}/min`;
   root.append(label);
   return root;
 }

@@ -63,7 +63,12 @@ export type RetryFailedOptions = FailedFilter;
 const CARRIED_COLUMNS = ['uuid', 'queue', 'name', 'payload', 'max_attempts', 'backoff', 'timeout_ms', 'priority', 'batch_id', 'unique_key', 'created_at']
   .map((column) => `\`${column}\``)
   .join(', ');
-const RETRY_CHUNK = 1000;
+/**
+ * Failed jobs moved per transaction. Below 1000 on purpose: MariaDB turns an IN list of 1000 values
+ * or more into a join over a derived table (in_predicate_conversion_threshold), whose plan scans and
+ * locks every row of failed_jobs, so each chunk would stall every worker failing a job meanwhile.
+ */
+const RETRY_CHUNK = 500;
 
 /** The failed-job store: what `mailq failed | retry | forget | flush` operate on. */
 export class FailedJobs {
@@ -119,17 +124,23 @@ export class FailedJobs {
       result.alreadyQueued.push(...moved.alreadyQueued);
     };
     if (ids === 'all') {
-      for (;;) {
-        const chunk = await this.selectIds(options, RETRY_CHUNK);
-        if (chunk.length === 0) return result;
+      // The list is taken once, when the call starts (as Laravel does): a job that fails again
+      // meanwhile gets a new, higher failed id and waits for the next retry, instead of being
+      // chased by this one for as long as it keeps failing.
+      const newest = await this.newestId(options);
+      for (let after = 0; newest !== undefined; ) {
+        const chunk = await this.selectIds(options, RETRY_CHUNK, { after, upTo: newest });
+        if (chunk.length === 0) break;
         add(await this.moveBack(chunk));
+        after = chunk[chunk.length - 1]!;
       }
+      return result;
     }
     // Missing means "not moved by this call": never a failed job, or moved by a concurrent retry.
     const moved = new Set<number>();
     for (let start = 0; start < ids.length; start += RETRY_CHUNK) {
       const chunk = ids.slice(start, start + RETRY_CHUNK);
-      const outcome = await this.moveBack(await this.selectIds(options, RETRY_CHUNK, chunk));
+      const outcome = await this.moveBack(await this.selectIds(options, RETRY_CHUNK, { among: chunk }));
       add(outcome);
       for (const id of [...outcome.retried, ...outcome.alreadyQueued.map((entry) => entry.id)]) moved.add(id);
     }
@@ -155,10 +166,19 @@ export class FailedJobs {
     });
   }
 
-  private async selectIds(filter: RetryFailedOptions, limit: number, among?: number[]): Promise<number[]> {
+  /** Failed ids in id order: among given ones, or a page of the range (after, upTo]. */
+  private async selectIds(filter: FailedFilter, limit: number, range: { among?: number[]; after?: number; upTo?: number }): Promise<number[]> {
     const query = this.filtered(filter).select('id').orderBy('id').limit(limit);
-    if (among) query.whereIn('id', among);
+    if (range.among) query.whereIn('id', range.among);
+    if (range.after !== undefined) query.where('id', '>', range.after);
+    if (range.upTo !== undefined) query.where('id', '<=', range.upTo);
     return (await query).map((row: { id: number | string }) => Number(row.id));
+  }
+
+  /** The highest failed id that matches, if any. */
+  private async newestId(filter: FailedFilter): Promise<number | undefined> {
+    const [row] = (await this.filtered(filter).max({ id: 'id' })) as Array<{ id: number | string | null }>;
+    return row?.id == null ? undefined : Number(row.id);
   }
 
   /** failed_jobs narrowed to a queue and/or a batch: the one place every read and delete filters. */

@@ -22,16 +22,8 @@ export interface LedgerRow {
   outcome: RunOutcome | null;
 }
 
-export interface RunStart {
-  /** Unique per handler call: a statement retried after a lost reply writes the same row again, not a second one. */
-  runId: string;
-  seq: number;
-  jobId: number;
-  jobUuid: string;
-  attempt: number;
-  pid: number;
-  workerId: string | null;
-}
+/** What a run writes when it starts; `runId` is unique per handler call, so a statement retried after a lost reply writes the same row again, not a second one. */
+export type RunStart = Omit<LedgerRow, 'startedAt' | 'endedAt' | 'outcome'> & { runId: string };
 
 /** The ledger's writes must outlast killed connections and a database restart, or the run would measure its own recording. */
 const RECORD_RETRY = { reconnectForMs: 120_000 };

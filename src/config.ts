@@ -99,7 +99,11 @@ const twsSchema = z.object({
 
 const tableName = z.string().regex(/^[A-Za-z0-9_]{1,64}$/, 'a table name may hold letters, digits and _ only (at most 64)');
 
-/** The mailbox sync job: where it runs and how hard it tries. Table names default to the prefixed ones. */
+/**
+ * The mailbox sync add-on (`mailq/mailbox`): where its job runs and how hard it tries. Table names
+ * default to the prefixed ones. Present (even as `mailbox: {}`, or through `--mailbox`) means enabled:
+ * `mailq migrate` creates its tables and every `mailq` process knows its job.
+ */
 const mailboxSchema = z.object({
   queue: z.string().min(1).default('mailbox-sync'),
   tries: positiveInt.default(3),
@@ -126,14 +130,14 @@ export const settingsSchema = z.object({
   jobs: z.array(z.string()).default([]),
   worker: workerSchema.default(workerSchema.parse({})),
   tws: twsSchema.default(twsSchema.parse({})),
-  mailbox: mailboxSchema.default(mailboxSchema.parse({})),
+  mailbox: mailboxSchema.optional(),
   schedule: z.array(scheduleEntrySchema).default([]),
 });
 
 export type MailqSettings = z.output<typeof settingsSchema>;
 export type WorkerSettings = MailqSettings['worker'];
 export type TwsSettings = MailqSettings['tws'];
-export type MailboxSettings = MailqSettings['mailbox'];
+export type MailboxSettings = z.output<typeof mailboxSchema>;
 export type MailqConfigInput = z.input<typeof settingsSchema> & { configDir?: string };
 
 const CONFIG_FILE_NAMES = ['mailq.config.js', 'mailq.config.mjs', 'mailq.config.ts', 'mailq.config.mts'];
@@ -173,11 +177,20 @@ export async function loadSettings(options: LoadSettingsOptions = {}): Promise<L
 
 export function parseSettings(input: unknown, options: { databaseOptional?: boolean } = {}): MailqSettings {
   const schema = options.databaseOptional ? settingsSchema.extend({ databaseUrl: databaseUrl.optional().transform((url) => url ?? '') }) : settingsSchema;
-  const result = schema.safeParse(input);
+  const result = schema.safeParse(isPlainObject(input) ? withMailboxEnabledByTws(input) : input);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
   const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
   throw new ConfigError(`invalid setting ${where}${issue.message}`);
+}
+
+/**
+ * TWS settings (a `tws` section, MAILQ_TWS_URL, …) are only ever given to a process that syncs
+ * mailboxes, so they enable the mailbox add-on as `mailbox: {}` would: a worker deployed with
+ * them before the mailbox became an add-on keeps knowing its job.
+ */
+function withMailboxEnabledByTws(values: Record<string, unknown>): Record<string, unknown> {
+  return values.tws !== undefined && values.mailbox === undefined ? { ...values, mailbox: {} } : values;
 }
 
 function envValues(env: NodeJS.ProcessEnv): Record<string, unknown> {

@@ -1,13 +1,13 @@
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { connect } from './db/connection.js';
-import { tableNames, type TableNames, type TableOverrides } from './db/tables.js';
+import { tableNames, type TableNames } from './db/tables.js';
 import { ConfigError, InvalidJobError } from './errors.js';
 import { FailedJobs } from './failed/store.js';
 import { JobRegistry, type JobDefinition } from './job.js';
 import { createLogger } from './logger.js';
 import { Dispatcher, type DispatchedJob, type DispatchManyOptions, type DispatchManyResult, type DispatchOneOptions } from './queue/dispatcher.js';
-import { migrateLatest, migrateRollback, migrationStatus, type MigrationStatus } from './schema/migrate.js';
+import { migrateLatest, migrateRollback, migrationStatus, queueMigrations, type MigrationStatus } from './schema/migrate.js';
 import { Worker, type WorkerOptions } from './worker/worker.js';
 import { QueueControls } from './controls/queue-controls.js';
 import { Monitor } from './monitor/monitor.js';
@@ -25,8 +25,6 @@ export interface MailqOptions {
   knex?: Knex;
   /** Prefix for every mailq table, e.g. `mailq_`. */
   tablePrefix?: string;
-  /** Names for the mailbox tables when the app already owns them (used as given, without the prefix). */
-  tables?: TableOverrides;
   /** Job definitions this instance knows: dispatch by name and workers run them. */
   jobs?: JobDefinition[];
   logger?: Logger;
@@ -82,7 +80,7 @@ export class Mailq {
     if (options.knex) assertUsableKnex(options.knex);
     this.knex = options.knex ?? connect(options.databaseUrl!, { poolMax: options.poolMax });
     this.ownsKnex = !options.knex;
-    this.tables = tableNames(options.tablePrefix, options.tables);
+    this.tables = tableNames(options.tablePrefix);
     this.registry = new JobRegistry(options.jobs);
     this.logger = options.logger ?? createLogger({ level: 'warn' });
     this.failed = new FailedJobs(this.knex, this.tables);
@@ -104,17 +102,18 @@ export class Mailq {
     return clearQueues(this.knex, this.tables, queues);
   }
 
-  /** Creates or upgrades mailq's tables; returns the migrations it applied. */
+  /** Creates or upgrades the queue's tables (an add-on such as `mailq/mailbox` migrates its own); returns the migrations it applied. */
   migrate(): Promise<string[]> {
-    return migrateLatest(this.knex, this.tables);
+    return migrateLatest(this.knex, queueMigrations(this.tables));
   }
 
   migrationStatus(): Promise<MigrationStatus> {
-    return migrationStatus(this.knex, this.tables);
+    return migrationStatus(this.knex, queueMigrations(this.tables));
   }
 
+  /** Undoes the queue's last batch of migrations, or all of them: its tables and their rows are dropped. */
   rollback(options: { all?: boolean } = {}): Promise<string[]> {
-    return migrateRollback(this.knex, this.tables, options.all);
+    return migrateRollback(this.knex, queueMigrations(this.tables), options.all);
   }
 
   /** Enqueues one job. Pass `transaction` to enqueue atomically with your own writes. */

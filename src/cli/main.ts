@@ -16,6 +16,7 @@ export async function main(argv: string[], output: Output = processOutput): Prom
     .option('database-url', { type: 'string', describe: 'mysql://user:password@host:3306/db (default: MAILQ_DATABASE_URL, DATABASE_URL)' })
     .option('config', { type: 'string', describe: 'Config file (default: ./mailq.config.{js,mjs,ts})' })
     .option('prefix', { type: 'string', describe: 'Table name prefix' })
+    .option('mailbox', { type: 'boolean', describe: 'Enable the mailbox sync add-on (its tables, job and settings) as a `mailbox: {}` config section does' })
     .option('log-level', { type: 'string', describe: 'fatal|error|warn|info|debug|trace|silent' })
     .option('verbose', { type: 'boolean', describe: 'Debug logs and stack traces', default: false })
     .command(commands)

@@ -3,10 +3,7 @@ export interface TableNames {
   jobs: string;
   failedJobs: string;
   migrations: string;
-  /** The mailbox sync's tables: an app that already owns them can name its own (see MailboxTableNames). */
-  taxpayers: string;
-  mailboxMessages: string;
-  /** The prefix every default name carries, for tables other modules look up by name. */
+  /** The prefix every name carries; an add-on (`mailq/mailbox`) names its own tables with it. */
   prefix: string;
   /** One row per live worker (and supervisor): its heartbeat. */
   workers: string;
@@ -23,16 +20,11 @@ export interface TableNames {
   scheduleRuns: string;
 }
 
-/** Tables an app may already own under names of its own; these names are used as given (no prefix). */
-export type TableOverrides = Partial<Pick<TableNames, 'taxpayers' | 'mailboxMessages'>>;
-
-export function tableNames(prefix = '', overrides: TableOverrides = {}): TableNames {
+export function tableNames(prefix = ''): TableNames {
   return {
     jobs: `${prefix}jobs`,
     failedJobs: `${prefix}failed_jobs`,
     migrations: `${prefix}mailq_migrations`,
-    taxpayers: overrides.taxpayers ?? `${prefix}taxpayers`,
-    mailboxMessages: overrides.mailboxMessages ?? `${prefix}mailbox_messages`,
     prefix,
     workers: `${prefix}workers`,
     queueControls: `${prefix}queue_controls`,

@@ -16,6 +16,8 @@ import { resolveRateLimit } from '../ratelimit/rate-limit.js';
 import { formatRate, type Rate } from '../ratelimit/rate.js';
 import type { FailureReason, NewTaxpayer } from './store.js';
 import { MailboxSync } from './sync.js';
+import { migrateMailbox, rollbackMailbox } from './schema.js';
+import { mailboxTables } from './tables.js';
 import { sleep } from '../sleep.js';
 
 export interface DemoOptions {
@@ -118,13 +120,14 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
   let keep = settings.keep ?? false;
   try {
     mq = createMailq({ databaseUrl: database.url, tablePrefix: database.tablePrefix, logger: options.logger ?? createLogger({ level: 'silent' }), poolMax: settings.concurrency + 5 });
-    if (!database.dedicated) await mq.rollback({ all: true });
+    if (!database.dedicated) await removeDemoTables(mq);
     await mq.migrate();
+    await migrateMailbox(mq);
 
     const seed = seedPlan(settings.taxpayers);
     const token = randomBytes(12).toString('hex');
     tws = await startFakeTws({ latencyMs: settings.latencyMs, errorRate: settings.errorRate, rateLimit: settings.rateLimit, brokenTaxpayers: seed.broken, malformedTaxpayers: seed.malformed, token, seed: settings.seed ?? 1 });
-    const sync = new MailboxSync({ knex: mq.knex, tables: mq.tables, tws: { url: tws.url, token } });
+    const sync = new MailboxSync({ knex: mq.knex, tables: mailboxTables(mq), tws: { url: tws.url, token } });
     // Given a TWS limit, the workers share the same one (mailq's margin keeps them just under it).
     const rateLimit = settings.rateLimit && { key: TWS_RATE_LIMIT_KEY, limit: settings.rateLimit.limit, per: `${settings.rateLimit.perMs}ms` };
     mq.registry.add(mailboxSyncJob(sync, { tries: settings.tries, backoff: settings.backoff, timeout: settings.timeout, rateLimit }));
@@ -192,9 +195,12 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
 
 /** In a database that is not the demo's own, leave nothing behind, migration bookkeeping included. */
 async function removeDemoTables(mq: Mailq): Promise<void> {
+  await rollbackMailbox(mq, mailboxTables(mq), { all: true });
   await mq.rollback({ all: true });
-  await mq.knex.schema.dropTableIfExists(`${mq.tables.migrations}_lock`);
-  await mq.knex.schema.dropTableIfExists(mq.tables.migrations);
+  for (const ledger of [mailboxTables(mq).migrations, mq.tables.migrations]) {
+    await mq.knex.schema.dropTableIfExists(`${ledger}_lock`);
+    await mq.knex.schema.dropTableIfExists(ledger);
+  }
 }
 
 function validate(settings: { taxpayers: number; concurrency: number; processes: number; errorRate: number; latencyMs: number }): void {
@@ -257,7 +263,7 @@ function childWorkers(options: ChildWorkerOptions): DemoWorkers {
   let stopping = false;
   const failure = new Promise<never>((_, reject) => {
     for (let n = 0; n < options.processes; n++) {
-      const child = spawn(process.execPath, [BIN, 'work', '--queue', options.queue, '--concurrency', String(options.concurrency), '--sleep', '50ms'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(process.execPath, [BIN, 'work', '--mailbox', '--queue', options.queue, '--concurrency', String(options.concurrency), '--sleep', '50ms'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
       child.stderr!.on('data', (chunk: Buffer) => { stderr = (stderr + chunk.toString()).slice(-4_000); });
       child.once('exit', (code, signal) => {

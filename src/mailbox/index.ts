@@ -4,10 +4,12 @@
  *
  * @example
  * import { createMailq } from 'mailq';
- * import { createMailboxSync, dispatchMailboxSync, mailboxSyncJob } from 'mailq/mailbox';
+ * import { createMailboxSync, dispatchMailboxSync, mailboxSyncJob, mailboxTables, migrateMailbox } from 'mailq/mailbox';
  *
  * const mq = createMailq({ databaseUrl: process.env.MAILQ_DATABASE_URL });
- * const sync = createMailboxSync({ knex: mq.knex, tables: mq.tables, tws: { url: process.env.TWS_URL!, token: process.env.TWS_TOKEN! } });
+ * await mq.migrate();
+ * await migrateMailbox(mq);                                      // the add-on's own tables
+ * const sync = createMailboxSync({ knex: mq.knex, tables: mailboxTables(mq), tws: { url: process.env.TWS_URL!, token: process.env.TWS_TOKEN! } });
  * mq.registry.add(mailboxSyncJob(sync));
  * await dispatchMailboxSync(mq);
  */
@@ -19,3 +21,5 @@ export { MailboxStore, type Taxpayer, type TaxpayerFilter, type NewTaxpayer, typ
 export { createTwsClient, TwsError, type TwsClient, type TwsClientOptions, type TwsErrorKind, type TwsMessage, type TwsMailboxPage } from './tws.js';
 export { startFakeTws, fakeMailboxMessages, type FakeTws, type FakeTwsOptions, type FakeTwsStats } from './fake-tws.js';
 export { runDemo, type DemoOptions, type DemoResult } from './demo.js';
+export { mailboxTables, type MailboxTables, type MailboxTableOverrides } from './tables.js';
+export { migrateMailbox, mailboxMigrationStatus, rollbackMailbox } from './schema.js';

@@ -3,6 +3,7 @@ import { formatDuration, parseDuration } from '../../duration.js';
 import { redactUrl } from '../../db/url.js';
 import { MailqError } from '../../errors.js';
 import { runDemo, type DemoResult } from '../../mailbox/demo.js';
+import { mailboxSettings } from '../../mailbox/from-settings.js';
 import { parseRate, type Rate } from '../../ratelimit/rate.js';
 import { defineCommand } from '../command.js';
 import { json, summaryTable, table } from '../output.js';
@@ -53,9 +54,9 @@ export const demoCommand = defineCommand({
           processes: argv.processes,
           errorRate: argv['error-rate'],
           rateLimit,
-          tries: context.settings.mailbox.tries,
+          tries: mailboxSettings(context.settings).tries,
           backoff,
-          timeout: `${context.settings.mailbox.timeout}ms`,
+          timeout: `${mailboxSettings(context.settings).timeout}ms`,
           keep: argv.keep,
           databaseUrl: context.settings.databaseUrl || undefined,
           signal: stop.signal,

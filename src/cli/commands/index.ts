@@ -8,8 +8,6 @@ import { workCommand } from './work.js';
 import { syncMailboxCommand } from './sync-mailbox.js';
 import { fakeTwsCommand } from './fake-tws.js';
 import { demoCommand } from './demo.js';
-// The mailbox sync job is built in: every mailq process (workers included) knows it.
-import '../../mailbox/register.js';
 import { clearCommand, pauseCommand, restartCommand, resumeCommand } from './controls.js';
 import { monitorCommand, statusCommand } from './monitor.js';
 import { doctorCommand } from './doctor.js';
@@ -28,9 +26,6 @@ export const commands: Array<CommandModule<GlobalFlags, any>> = [
   retryCommand,
   forgetCommand,
   flushCommand,
-  syncMailboxCommand,
-  fakeTwsCommand,
-  demoCommand,
   restartCommand,
   pauseCommand,
   resumeCommand,
@@ -45,4 +40,8 @@ export const commands: Array<CommandModule<GlobalFlags, any>> = [
   scheduleRunCommand,
   scheduleListCommand,
   dashboardCommand,
+  // The mailbox sync add-on's verbs (its job is registered where the settings enable it: see context.ts).
+  syncMailboxCommand,
+  fakeTwsCommand,
+  demoCommand,
 ];

@@ -45,7 +45,7 @@ async function columnTypes(mailq: Mailq, table: string): Promise<Record<string, 
 }
 
 /** The queue's tables, and nothing of the mailbox add-on. */
-const QUEUE_TABLES = ['failed_jobs', 'job_batches', 'jobs', 'mailq_migrations', 'mailq_migrations_lock', 'queue_controls', 'queue_stats', 'rate_limits', 'schedule_runs', 'workers'].sort();
+const QUEUE_TABLES = ['failed_jobs', 'job_batches', 'jobs', 'mailq_migrations', 'mailq_migrations_lock', 'queue_controls', 'queue_stats', 'rate_limit_keys', 'rate_limits', 'schedule_runs', 'workers'].sort();
 
 describe('migrate', () => {
   it('creates jobs and failed_jobs with the columns DESIGN.md lists, times as DATETIME(3)', async () => {

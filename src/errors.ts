@@ -56,3 +56,15 @@ export class JobTimeoutError extends Error {
     this.name = 'JobTimeoutError';
   }
 }
+
+/**
+ * The reason a job's signal carries when its worker can no longer vouch for its reservation: the
+ * lease could not be renewed before it ran out (a partition from the database), or another worker
+ * took the job over. The worker writes nothing for that run; the job's next run is elsewhere.
+ */
+export class LeaseLostError extends Error {
+  constructor(detail: string) {
+    super(`lease lost: ${detail}`);
+    this.name = 'LeaseLostError';
+  }
+}

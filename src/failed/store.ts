@@ -229,14 +229,15 @@ export class FailedJobs {
 
 /**
  * Moves one reserved job to failed_jobs in a transaction (used by workers and the lease sweep).
- * Guarded by `reserved_by` so a worker whose lease was taken over cannot fail another's attempt.
- * Returns false when the row was no longer ours.
+ * `reservation` says which reservation of the row this is (a worker's exact one, see
+ * reservationsMatchSql, or "held by this worker" for rows the sweep has locked), so a worker whose
+ * lease was taken over cannot fail another's attempt. Returns false when the row was no longer so.
  */
-export async function moveJobToFailed(trx: Knex.Transaction, tables: TableNames, jobId: number, reservedBy: string, exception: string): Promise<boolean> {
+export async function moveJobToFailed(trx: Knex.Transaction, tables: TableNames, jobId: number, reservation: { sql: string; bindings: unknown[] }, exception: string): Promise<boolean> {
   const [result] = (await trx.raw(
     `INSERT INTO \`${tables.failedJobs}\` (${CARRIED_COLUMNS}, attempts, deferrals, exception, failed_at)
-     SELECT ${CARRIED_COLUMNS}, attempts, deferrals, ?, NOW(3) FROM \`${tables.jobs}\` WHERE id = ? AND reserved_by = ?`,
-    [exception, jobId, reservedBy],
+     SELECT ${CARRIED_COLUMNS}, attempts, deferrals, ?, NOW(3) FROM \`${tables.jobs}\` WHERE id = ? AND ${reservation.sql}`,
+    [exception, jobId, ...reservation.bindings] as Knex.RawBinding[],
   )) as [{ affectedRows: number }];
   if (result.affectedRows === 0) return false;
   await recordBatchFailure(trx, tables, jobId);

@@ -118,12 +118,25 @@ export class Mailq {
 
   /** Enqueues one job. Pass `transaction` to enqueue atomically with your own writes. */
   dispatch<P, I = P>(job: JobDefinition<P, I> | string, payload: I, options?: DispatchOneOptions): Promise<DispatchedJob> {
-    return this.dispatcher.dispatch(job, payload, options);
+    return this.dispatcher.dispatch(job, payload, options).then((dispatched) => this.wakeWorkers(dispatched, options?.transaction));
   }
 
   /** Validates every payload, then bulk-inserts them in chunks of multi-row INSERTs, in one transaction. */
   dispatchMany<P, I = P>(job: JobDefinition<P, I> | string, payloads: readonly I[], options?: DispatchManyOptions): Promise<DispatchManyResult> {
-    return this.dispatcher.dispatchMany(job, payloads, options);
+    return this.dispatcher.dispatchMany(job, payloads, options).then((dispatched) => this.wakeWorkers(dispatched, options?.transaction));
+  }
+
+  /**
+   * Idle workers of this instance on the dispatch's queue claim at once instead of at their next
+   * poll (other processes poll as before). Inside a caller's transaction: once it commits.
+   */
+  private wakeWorkers<T extends { queue: string }>(dispatched: T, transaction?: Knex.Transaction): T {
+    const wake = () => {
+      for (const worker of this.workers) if (worker.queues.includes(dispatched.queue)) worker.wake();
+    };
+    if (transaction) void transaction.executionPromise.then(wake, () => undefined);
+    else wake();
+    return dispatched;
   }
 
   /**

@@ -238,3 +238,41 @@ describe('a reservation the worker can no longer vouch for', () => {
     expect(w.stats).toMatchObject({ completed: 0, failed: 0, retried: 0, deferred: 0 });
   });
 });
+
+describe('a claim whose reply is lost', () => {
+  it('the undo puts back only what the worker does not hold: a completed job waiting for its DELETE is not run again', async () => {
+    // Once, the reservation of a 'trap' job sleeps inside the claim transaction, long enough for the
+    // test to kill the worker's connection there: the claim's reply is lost. (The flag lives in a
+    // non-transactional table, so the killed statement's rollback does not re-arm the trap.)
+    await mq.knex.raw('CREATE TABLE IF NOT EXISTS trap_armed (armed INT) ENGINE=Aria');
+    await mq.knex.raw('DELETE FROM trap_armed');
+    await mq.knex.raw('INSERT INTO trap_armed VALUES (1)');
+    await mq.knex.raw(`CREATE TRIGGER claim_trap BEFORE UPDATE ON jobs FOR EACH ROW
+      BEGIN
+        IF NEW.name = 'trap' AND NEW.reserved_by IS NOT NULL AND OLD.reserved_by IS NULL AND (SELECT armed FROM trap_armed) = 1 THEN
+          UPDATE trap_armed SET armed = 0;
+          SET @slept = SLEEP(5);
+        END IF;
+      END`);
+    const trap = defineJob({ name: 'trap', handle: (_payload: unknown, ctx) => recorded(ctx.job, workerOf(ctx), async () => undefined) });
+    const first = await mq.dispatch(sleeper, { ms: 1 });
+    const trapped = await mq.dispatch('trap', {});
+    // Concurrency 1: the first job completes, then waits 2 s for its grouped DELETE while the next claim runs.
+    const w = mq.worker({ jobs: [trap], sleep: '20ms', sweepInterval: 0, heartbeat: 0, completionWindow: '2s' });
+    const running = w.run();
+    const sleeping = await waitFor('the claim to sleep in the trap', async () => {
+      const [rows] = (await mq.knex.raw(`SELECT id FROM information_schema.PROCESSLIST WHERE db = ? AND state = 'User sleep'`, [db.name])) as [Array<{ id: number }>];
+      return rows[0]?.id;
+    });
+    expect(runsOf(first.id)).toHaveLength(1);
+    await mq.knex.raw(`KILL CONNECTION ${Number(sleeping)}`);
+
+    await waitFor('both jobs to finish', async () => (await count(mq.knex, 'jobs')) === 0 && runsOf(trapped.id).length === 1, 15_000);
+    await sleep(300);
+    await w.stop();
+    await running;
+    expect(runsOf(first.id)).toHaveLength(1);
+    expect(runsOf(trapped.id)).toHaveLength(1);
+    expect(await count(mq.knex, 'failed_jobs')).toBe(0);
+  });
+});

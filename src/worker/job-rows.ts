@@ -202,6 +202,15 @@ export class JobRows {
     );
   }
 
+  /**
+   * Leaves a note on a reservation the worker keeps (a handler that ignored its timeout runs on):
+   * whoever returns the job later (lease sweep, dead-worker release) reports it.
+   */
+  async noteError(job: Reservation, workerId: string, error: string): Promise<void> {
+    const match = reservationsMatchSql([job], workerId);
+    await this.knex.raw(`UPDATE ${this.jobs} SET last_error = ? WHERE ${match.sql}`, [truncate(error), ...match.bindings] as Knex.RawBinding[]);
+  }
+
   /** The last attempt failed (or the job can never succeed): to failed_jobs, atomically. */
   async fail(job: Reservation, workerId: string, exception: string): Promise<boolean> {
     return this.knex.transaction((trx) => moveJobToFailed(trx, this.tables, job.id, reservationsMatchSql([job], workerId), exception));
@@ -214,7 +223,7 @@ export class JobRows {
   async sweepExpiredLeases(limit = 100): Promise<ReturnedReservations> {
     return this.knex.transaction(async (trx) => {
       const [rows] = (await trx.raw(
-        `SELECT id, attempts, max_attempts, reserved_by, batch_id FROM ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_lease_until_index\`)
+        `SELECT id, attempts, max_attempts, reserved_by, batch_id, last_error FROM ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_lease_until_index\`)
          WHERE lease_until < NOW(3) ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED`,
         [limit],
       )) as [ReservationRow[]];
@@ -240,7 +249,7 @@ export class JobRows {
     const ids = found.map((row) => row.id);
     return this.knex.transaction(async (trx) => {
       const [rows] = (await trx.raw(
-        `SELECT id, attempts, max_attempts, reserved_by, batch_id FROM ${this.jobs} WHERE id IN (${placeholders(ids)}) AND reserved_by = ? FOR UPDATE`,
+        `SELECT id, attempts, max_attempts, reserved_by, batch_id, last_error FROM ${this.jobs} WHERE id IN (${placeholders(ids)}) AND reserved_by = ? FOR UPDATE`,
         [...ids, workerId],
       )) as [ReservationRow[]];
       return this.returnOrFail(trx, rows, `worker process died while running this job: ${cause}`, (row) =>
@@ -274,7 +283,10 @@ export class JobRows {
         [releasedBecause, ...ids],
       );
     }
-    for (const row of exhausted) await moveJobToFailed(trx, this.tables, row.id, { sql: 'reserved_by = ?', bindings: [row.reserved_by] }, failedBecause(row));
+    for (const row of exhausted) {
+      const because = row.last_error ? `${failedBecause(row)}; its last error: ${row.last_error}` : failedBecause(row);
+      await moveJobToFailed(trx, this.tables, row.id, { sql: 'reserved_by = ?', bindings: [row.reserved_by] }, because);
+    }
     return { released: retryable.length, failed: exhausted.length, removed: removed.length };
   }
 }
@@ -295,6 +307,7 @@ interface ReservationRow {
   max_attempts: number | null;
   reserved_by: string;
   batch_id: string | null;
+  last_error: string | null;
 }
 
 /**

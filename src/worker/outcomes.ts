@@ -65,6 +65,13 @@ export class OutcomeRecorder {
     });
   }
 
+  /** A note on a job that stays reserved (see JobRows.noteError); best effort, the job stays held. */
+  async note(entry: HeldJob, error: string): Promise<void> {
+    await withDatabaseRetry(() => this.rows.noteError(entry.job, this.options.workerId, error)).catch((failure: unknown) =>
+      this.logger.warn({ err: failure, jobId: entry.job.id }, 'could not note the error on a job that stays reserved'),
+    );
+  }
+
   /** Back to the queue now, attempt not counted: the job did not run (or was stopped by us). */
   putBack(entries: readonly HeldJob[], reason: string, delayMs = 0): Promise<void> {
     if (entries.length === 0) return Promise.resolve();

@@ -311,6 +311,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (outcome.error instanceof JobTimeoutError && !(await this.handlerReturned(entry))) {
           this.logger.error({ jobId: entry.job.id, job: entry.job.name }, 'handler ignored its timeout; recycling this worker');
           this.requestStop('stuck-job');
+          await this.recorder.note(entry, `${outcome.error.name}: ${outcome.error.message}`);
           return this.abandon(entry, 'its handler ignored its timeout');
         }
         return this.recorder.failed(entry, outcome.error, outcome.permanent);

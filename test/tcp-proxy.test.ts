@@ -97,6 +97,20 @@ describe('the test TCP proxy', () => {
     await waitUntil(() => a.received() === 'first:onefirst:two' && b.received() === 'first:late');
   });
 
+  it("stall('open') stalls the connections open now and lets new ones through", async () => {
+    proxy = await startTcpProxy(first);
+    const old = await client();
+    proxy.stall('open');
+    old.socket.write('lost');
+    const fresh = await client();
+    fresh.socket.write('new');
+    await waitUntil(() => fresh.received() === 'first:new');
+    await quietFor(200);
+    expect(old.received()).toBe('');
+    proxy.forward();
+    await waitUntil(() => old.received() === 'first:lost');
+  });
+
   it('cuts: every open connection closes, and new ones still get through', async () => {
     proxy = await startTcpProxy(first);
     const a = await client();

@@ -1,5 +1,6 @@
 import knexFactory, { type Knex } from 'knex';
 import { parseDatabaseUrl, type DatabaseAddress } from './url.js';
+import { probeThread, watchForStalls, type WatchedConnection } from './stall-check.js';
 
 export type { Knex };
 
@@ -7,27 +8,37 @@ export interface ConnectOptions {
   poolMax?: number;
 }
 
+/** Defaults of the URL's `connectTimeout` and `stallCheck`. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+export const DEFAULT_STALL_CHECK_MS = 5_000;
+
 /**
  * A knex pool on mysql2. Sessions run in UTC so DATETIME values mean the same thing on every
  * host; queue times come from the database clock (NOW(3)), never from a worker's clock.
  */
 export function connect(databaseUrl: string, options: ConnectOptions = {}): Knex {
+  const address = parseDatabaseUrl(databaseUrl);
+  const settings = {
+    ...mysqlConnectionOptions(address),
+    timezone: 'Z',
+    charset: 'utf8mb4',
+    supportBigNumbers: true,
+    connectTimeout: address.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    // The claim sends `START TRANSACTION; SELECT …` as one round trip (every value is a bound parameter).
+    multipleStatements: true,
+  };
+  const stallCheckMs = address.stallCheckMs ?? DEFAULT_STALL_CHECK_MS;
   return knexFactory({
     client: 'mysql2',
-    connection: {
-      ...mysqlConnectionOptions(parseDatabaseUrl(databaseUrl)),
-      timezone: 'Z',
-      charset: 'utf8mb4',
-      supportBigNumbers: true,
-      connectTimeout: 10_000,
-      // The claim sends `START TRANSACTION; SELECT …` as one round trip (every value is a bound parameter).
-      multipleStatements: true,
-    },
+    connection: settings,
     pool: {
       min: 0,
       max: options.poolMax ?? 10,
-      afterCreate(connection: { query: (sql: string, cb: (error: unknown) => void) => void }, done: (error: unknown, connection: unknown) => void) {
-        connection.query("SET time_zone = '+00:00'", (error) => done(error, connection));
+      afterCreate(connection: WatchedConnection, done: (error: unknown, connection: unknown) => void) {
+        if (stallCheckMs > 0) {
+          watchForStalls(connection, { afterMs: stallCheckMs, askServer: (threadId, drop) => probeThread(settings, threadId, stallCheckMs, drop) });
+        }
+        connection.query("SET time_zone = '+00:00'", (error: unknown) => done(error, connection));
       },
     },
     acquireConnectionTimeout: 15_000,

@@ -9,7 +9,9 @@ export interface Upstream {
  * A TCP proxy on loopback that plays the network between a worker host and its database:
  * - forward: bytes flow both ways (the normal state);
  * - stall: nothing flows and nothing closes, like a partition or a hung switch. Connections
- *   opened meanwhile are accepted but reach nobody until forwarding resumes;
+ *   opened meanwhile are accepted but reach nobody until forwarding resumes. `stall('open')`
+ *   stalls only the connections open now and lets new ones through: a path that went dark
+ *   while the name already points at a live server;
  * - cut: every connection is closed at once, like a server or a firewall resetting them;
  * - redirect: new connections go to another server (a failover behind the same name);
  *   open ones stay with the server they reached.
@@ -20,7 +22,7 @@ export interface TcpProxy {
   /** Connections open through the proxy now. */
   readonly connections: number;
   forward(): void;
-  stall(): void;
+  stall(scope?: 'all' | 'open'): void;
   /** Closes every open connection; new ones are still accepted (and forwarded unless stalled). */
   cut(): void;
   redirect(upstream: Upstream): void;
@@ -112,8 +114,8 @@ export async function startTcpProxy(initial: Upstream): Promise<TcpProxy> {
       stalled = false;
       for (const link of links) link.open(upstream);
     },
-    stall() {
-      stalled = true;
+    stall(scope = 'all') {
+      stalled = scope === 'all';
       for (const link of links) link.hold();
     },
     cut() {

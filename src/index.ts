@@ -43,6 +43,7 @@ export type { MigrationStatus } from './schema/migrate.js';
 export type { FailedJobs, FailedJob, ListFailedOptions, RetryFailedOptions, RetryFailedResult } from './failed/store.js';
 export type { QueueControls, QueueControlRow } from './controls/queue-controls.js';
 export type { Monitor, QueueHealth, QueueOverview, StatusReport } from './monitor/monitor.js';
+export type { HostHealth } from './monitor/hosts.js';
 export type { QueueThroughput } from './stats/stats-rows.js';
 export type { QueueCounts } from './stats/tally.js';
 export type { WorkerRecord } from './worker/worker-rows.js';

@@ -34,6 +34,8 @@ export interface ThrowawayServer {
    * `downMs` is how long it stays down.
    */
   restart(downMs?: number): Promise<void>;
+  /** Like restart(), but the server comes back on another port: a failover to a new address. `url` and `port` follow. */
+  moveTo(port: number, downMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -54,6 +56,8 @@ export async function findServerBinaries(): Promise<ServerBinaries | null> {
   const installer = await findExecutable(['mariadb-install-db', 'mysql_install_db']);
   return installer === null ? null : { flavour: 'mariadb', server, installer, version };
 }
+
+export { freePort };
 
 export async function startThrowawayServer(opts: ThrowawayServerOptions = {}): Promise<ThrowawayServer> {
   const log = opts.log ?? (() => {});
@@ -191,7 +195,25 @@ async function launch(binaries: ServerBinaries, dir: string, port: number, extra
     await new Promise((resolve) => setTimeout(resolve, downMs));
     await spawnReady(binaries, dir, port, extraArgs, (started) => (child = started));
   };
-  return { url: `mysql://root@127.0.0.1:${port}/test`, port, dir, version: binaries.version, restart, stop };
+  const moveTo = async (newPort: number, downMs = 0): Promise<void> => {
+    if (child) await stopProcess(child);
+    await new Promise((resolve) => setTimeout(resolve, downMs));
+    port = newPort;
+    await spawnReady(binaries, dir, port, (started) => (child = started));
+  };
+  return {
+    get url() {
+      return `mysql://root@127.0.0.1:${port}/test`;
+    },
+    get port() {
+      return port;
+    },
+    dir,
+    version: binaries.version,
+    restart,
+    moveTo,
+    stop,
+  };
 }
 
 /** Starts the server and resolves once it is ready; `onSpawn` learns of the process at once, so an exit hook can kill it. */

@@ -4,6 +4,7 @@ import type { TableNames } from '../db/tables.js';
 import { emptyThroughput, StatsRows, type MinuteCounts, type QueueThroughput } from '../stats/stats-rows.js';
 import { WorkerRows, type WorkerRecord } from '../worker/worker-rows.js';
 import { placeholders } from '../db/sql.js';
+import { hostsOf, type HostHealth } from './hosts.js';
 
 /** One queue at a glance: what `mailq monitor` prints and `--max` checks. */
 export interface QueueHealth {
@@ -32,6 +33,8 @@ export interface QueueOverview {
 }
 
 export interface StatusReport extends QueueOverview {
+  /** Every host with a heartbeat row, live or lost. */
+  hosts: HostHealth[];
   workers: WorkerRecord[];
   supervisors: WorkerRecord[];
   paused: QueueControlRow[];
@@ -114,6 +117,7 @@ export class Monitor {
     return {
       checkedAt,
       queues,
+      hosts: hostsOf(records),
       workers,
       supervisors: records.filter((record) => record.kind === 'supervisor'),
       paused: controls.paused(),

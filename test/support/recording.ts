@@ -26,14 +26,32 @@ export interface RecordingDatabase {
   close(): Promise<void>;
 }
 
+/** The ledger test/fixtures/recording-jobs.mjs writes: one row per run of a job, started and (if it got there) finished. */
+export async function createJobRunsTable(knex: Knex): Promise<void> {
+  await knex.raw(`CREATE TABLE job_runs (
+    id BIGINT AUTO_INCREMENT PRIMARY KEY, job_key VARCHAR(64) NOT NULL, job_id BIGINT NOT NULL, attempt INT NOT NULL,
+    pid INT NOT NULL, worker_id VARCHAR(191) NULL, started_at DATETIME(3) NOT NULL, finished_at DATETIME(3) NULL, KEY (job_key))`);
+}
+
+/** Keys whose runs overlap in time: two workers ran the same job at once. */
+export function overlappingRuns(runs: readonly JobRun[]): string[] {
+  const byKey = new Map<string, JobRun[]>();
+  for (const run of runs) byKey.set(run.job_key, [...(byKey.get(run.job_key) ?? []), run]);
+  const overlapping: string[] = [];
+  for (const [key, list] of byKey) {
+    const sorted = [...list].sort((a, b) => a.started_at.getTime() - b.started_at.getTime());
+    // A run that never finished (its worker died or was cut off) counts as running until the next one starts: not an overlap by itself.
+    if (sorted.some((run, i) => i > 0 && sorted[i - 1]!.finished_at !== null && sorted[i - 1]!.finished_at!.getTime() > run.started_at.getTime())) overlapping.push(key);
+  }
+  return overlapping;
+}
+
 /** A migrated test database plus the `job_runs` table that test/fixtures/recording-jobs.mjs writes. */
 export async function recordingDatabase(label: string): Promise<RecordingDatabase> {
   const db = await createTestDatabase(label);
   const mq = createMailq({ databaseUrl: db.url, logger: createLogger({ level: 'silent' }) });
   await mq.migrate();
-  await mq.knex.raw(`CREATE TABLE job_runs (
-    id BIGINT AUTO_INCREMENT PRIMARY KEY, job_key VARCHAR(64) NOT NULL, job_id BIGINT NOT NULL, attempt INT NOT NULL,
-    pid INT NOT NULL, worker_id VARCHAR(191) NULL, started_at DATETIME(3) NOT NULL, finished_at DATETIME(3) NULL, KEY (job_key))`);
+  await createJobRunsTable(mq.knex);
   const count = async (table: string, where?: (query: Knex.QueryBuilder) => void) => {
     const query = mq.knex(table).count({ n: '*' });
     where?.(query);

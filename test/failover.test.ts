@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger, createMailq, defineJob, Scheduler, type Mailq } from '../src/index.js';
+import { createLogger, createMailq, Scheduler, type Mailq } from '../src/index.js';
 import { findServerBinaries, freePort, startThrowawayServer, type ThrowawayServer } from '../src/localdb/throwaway-server.js';
 import { killIfRunning, RECORDING_JOBS, startCli, waitFor, type CliProcess } from './support/processes.js';
-import { createJobRunsTable, overlappingRuns, type JobRun } from './support/recording.js';
+import { createJobRunsTable, overlappingRuns, recordInProcess, type JobRun } from './support/recording.js';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.js';
 
 /**
@@ -21,15 +21,8 @@ let mq: Mailq;
 let supervisor: CliProcess | undefined;
 let unavailable = '';
 
-/** Runs in this process, recorded in job_runs like the fixture's `record` jobs. */
-const ledger = defineJob({
-  name: 'ledger',
-  async handle(payload: { key: string }, { job }) {
-    const [id] = await mq.knex('job_runs').insert({ job_key: payload.key, job_id: job.id, attempt: job.attempt, pid: process.pid, started_at: mq.knex.raw('NOW(3)') });
-    await new Promise((resolve) => setTimeout(resolve, 10));
-    await mq.knex('job_runs').where({ id }).update({ finished_at: mq.knex.raw('NOW(3)') });
-  },
-});
+/** Runs in this process, recorded in job_runs like the worker processes' `record` jobs. */
+const ledger = recordInProcess(() => mq.knex);
 
 beforeAll(async () => {
   if (!(await findServerBinaries())) {
@@ -70,7 +63,7 @@ describe('failover to another server behind the same address', () => {
     if (!server) return context.skip(unavailable);
     const inProcessKeys = Array.from({ length: IN_PROCESS_JOBS }, (_, n) => `in-${n}`);
     const processKeys = Array.from({ length: PROCESS_JOBS }, (_, n) => `proc-${n}`);
-    await mq.dispatchMany(ledger, inProcessKeys.map((key) => ({ key })), { queue: 'in-process', tries: 20 });
+    await mq.dispatchMany(ledger, inProcessKeys.map((key) => ({ key, ms: 10 })), { queue: 'in-process', tries: 20 });
     await mq.dispatchMany('record', processKeys.map((key) => ({ key, ms: 10 })), { queue: 'processes', tries: 20 });
 
     const worker = mq.worker({ queues: ['in-process'], concurrency: 4, sleep: '20ms', heartbeat: '250ms', timeout: '30s' });

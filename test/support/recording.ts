@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { createMailq, type Mailq } from '../../src/index.js';
+import { createMailq, defineJob, type JobDefinition, type Mailq } from '../../src/index.js';
 import { createLogger } from '../../src/logger.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 
@@ -31,6 +31,21 @@ export async function createJobRunsTable(knex: Knex): Promise<void> {
   await knex.raw(`CREATE TABLE job_runs (
     id BIGINT AUTO_INCREMENT PRIMARY KEY, job_key VARCHAR(64) NOT NULL, job_id BIGINT NOT NULL, attempt INT NOT NULL,
     pid INT NOT NULL, worker_id VARCHAR(191) NULL, started_at DATETIME(3) NOT NULL, finished_at DATETIME(3) NULL, KEY (job_key))`);
+}
+
+/**
+ * The fixture's `record` job for a worker in the test's own process: one job_runs row per run,
+ * through `knex()` (read when the job runs, so it may be set up after this is called).
+ */
+export function recordInProcess(knex: () => Knex): JobDefinition<{ key: string; ms?: number }> {
+  return defineJob({
+    name: 'record',
+    async handle(payload: { key: string; ms?: number }, { job }) {
+      const [id] = await knex()('job_runs').insert({ job_key: payload.key, job_id: job.id, attempt: job.attempt, pid: process.pid, started_at: knex().raw('NOW(3)') });
+      await new Promise((resolve) => setTimeout(resolve, payload.ms ?? 0));
+      await knex()('job_runs').where({ id }).update({ finished_at: knex().raw('NOW(3)') });
+    },
+  });
 }
 
 /** Keys whose runs overlap in time: two workers ran the same job at once. */

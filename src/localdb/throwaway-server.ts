@@ -190,17 +190,13 @@ async function launch(binaries: ServerBinaries, dir: string, port: number, extra
     })();
     return stopping;
   };
-  const restart = async (downMs = 0): Promise<void> => {
-    if (child) await stopProcess(child);
-    await new Promise((resolve) => setTimeout(resolve, downMs));
-    await spawnReady(binaries, dir, port, extraArgs, (started) => (child = started));
-  };
   const moveTo = async (newPort: number, downMs = 0): Promise<void> => {
     if (child) await stopProcess(child);
     await new Promise((resolve) => setTimeout(resolve, downMs));
     port = newPort;
-    await spawnReady(binaries, dir, port, (started) => (child = started));
+    await spawnReady(binaries, dir, port, extraArgs, (started) => (child = started));
   };
+  const restart = (downMs = 0): Promise<void> => moveTo(port, downMs);
   return {
     get url() {
       return `mysql://root@127.0.0.1:${port}/test`;

@@ -44,7 +44,7 @@ export class WorkerFleet {
     if (!existsSync(WORKER_CONFIG)) throw new Error(`chaos: ${WORKER_CONFIG} is missing: run \`npm run build\` first`);
     const args = [MAILQ_BIN, 'work', `--processes=${options.processes}`, `--concurrency=${options.concurrency}`, `--queue=${CHAOS_QUEUE}`, '--config', WORKER_CONFIG];
     this.cli = spawn(process.execPath, args, { env: workerEnvironment(options.databaseUrl), stdio: ['ignore', 'pipe', 'pipe'] });
-    const log = createWriteStream(options.logFile, { flags: 'a' });
+    const log = createWriteStream(options.logFile);
     for (const stream of [this.cli.stdout!, this.cli.stderr!]) {
       createInterface({ input: stream }).on('line', (line) => {
         log.write(`${line}\n`);

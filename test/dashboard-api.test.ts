@@ -13,7 +13,7 @@ const flaky = defineJob<{ n: number }>({
   queue: 'dash',
   tries: 1,
   handle: ({ n }) => {
-    if (!healed) throw new PermanentError(n % 2 ? 'TWS said 404: taxpayer unknown' : 'TWS said 403: token refused');
+    if (!healed) throw new PermanentError(n % 2 ? `TWS said 404: taxpayer 2010000${n} unknown` : `TWS said 403: token refused for 2010000${n}`);
   },
 });
 const ok = defineJob<{ n: number }>({ name: 'ok', queue: 'dash', handle: () => undefined });
@@ -71,8 +71,8 @@ describe('the JSON API reads through the library', () => {
     const [batch] = overview.batches;
     expect(batch).toMatchObject({ id: batchId, name: 'nightly sync', total: 4, failed: 4, progress: 100, state: 'finished' });
     expect(batch.reasons).toEqual([
-      { reason: 'PermanentError: TWS said 404: taxpayer unknown', count: 3 },
-      { reason: 'PermanentError: TWS said 403: token refused', count: 1 },
+      { reason: 'PermanentError: TWS said 404: taxpayer # unknown', count: 3 },
+      { reason: 'PermanentError: TWS said 403: token refused for #', count: 1 },
     ]);
     const [limit] = overview.rateLimits;
     expect(limit).toMatchObject({ key: 'tws-api', limit: 5, perMs: 60_000, used: 5 });

@@ -96,15 +96,17 @@ export class FailedJobs {
   }
 
   /**
-   * Failed jobs grouped by reason (the exception's first line), most frequent first: why the night's
-   * batch failed, at a glance.
+   * Failed jobs grouped by reason, most frequent first: why the night's batch failed, at a glance.
+   * The reason is the exception's first line with every run of 4 or more digits shown as `#`, so
+   * "taxpayer 20100000250 not found" and "taxpayer 20100000311 not found" are one group while
+   * HTTP statuses (404 vs 403) stay apart.
    *
    * @example
-   * const groups = await mq.failed.reasons({ batchId }); // [{ reason: 'TwsError: 404 …', count: 6 }, …]
+   * const groups = await mq.failed.reasons({ batchId }); // [{ reason: 'TwsError: taxpayer # not found', count: 6 }, …]
    */
   async reasons(filter: FailedFilter = {}, limit = 20): Promise<FailureGroup[]> {
     const rows = (await this.filtered(filter)
-      .select(this.knex.raw("SUBSTRING_INDEX(exception, CHAR(10), 1) AS reason"))
+      .select(this.knex.raw("REGEXP_REPLACE(SUBSTRING_INDEX(exception, CHAR(10), 1), '[0-9]{4,}', '#') AS reason"))
       .count({ count: '*' })
       .groupBy('reason')
       .orderBy([{ column: 'count', order: 'desc' }, { column: 'reason' }])

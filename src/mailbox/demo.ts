@@ -43,6 +43,8 @@ export interface DemoOptions {
   seed?: number;
   signal?: AbortSignal;
   logger?: Logger;
+  /** Called once the demo's queue is migrated (e.g. to serve the dashboard on it); what it returns is awaited at the end. */
+  onQueueReady?: (mq: Mailq) => Promise<(() => Promise<void>) | void>;
 }
 
 export interface DemoProgress {
@@ -118,11 +120,14 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
   let mq: Mailq | undefined;
   let tws: FakeTws | undefined;
   let keep = settings.keep ?? false;
+  const closers: Array<() => Promise<void>> = [];
   try {
     mq = createMailq({ databaseUrl: database.url, tablePrefix: database.tablePrefix, logger: options.logger ?? createLogger({ level: 'silent' }), poolMax: settings.concurrency + 5 });
     if (!database.dedicated) await removeDemoTables(mq);
     await mq.migrate();
     await migrateMailbox(mq);
+    const queueReady = await options.onQueueReady?.(mq);
+    if (queueReady) closers.push(queueReady);
 
     const seed = seedPlan(settings.taxpayers);
     const token = randomBytes(12).toString('hex');
@@ -188,6 +193,7 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
   } finally {
     await tws?.close();
     if (mq && !keep && !database.dedicated) await removeDemoTables(mq).catch(() => undefined);
+    for (const close of closers) await close().catch(() => undefined);
     await mq?.close();
     await database.close(keep);
   }

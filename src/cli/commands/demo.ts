@@ -9,6 +9,7 @@ import { defineCommand } from '../command.js';
 import { json, summaryTable, table } from '../output.js';
 import { createProgress, type Progress } from '../progress.js';
 import { failureTable } from './sync-mailbox.js';
+import { startDashboard } from '../../dashboard/server.js';
 
 export const demoCommand = defineCommand({
   command: 'demo',
@@ -25,7 +26,9 @@ export const demoCommand = defineCommand({
       .option('tries', { type: 'number', describe: 'Attempts per taxpayer (default: mailbox.tries, 3)' })
       .option('backoff', { type: 'string', default: '5,10,30', describe: 'Delays between attempts; shorter than the production 60,120,300 so a demo run ends' })
       .option('keep', { type: 'boolean', default: false, describe: 'Keep the demo tables to inspect them afterwards' })
-      .option('json', { type: 'boolean', default: false, describe: 'Print the figures as JSON' }),
+      .option('json', { type: 'boolean', default: false, describe: 'Print the figures as JSON' })
+      .option('dashboard', { type: 'boolean', default: false, describe: 'Serve the dashboard on 127.0.0.1 while the demo runs' })
+      .option('dashboard-port', { type: 'number', default: 8080, describe: 'Port for --dashboard (0: any free one)' }),
   settings: (argv) => ({ mailbox: { tries: argv.tries } }),
   async run(context, argv) {
     const usage = (message: string) => new MailqError(message, { exitCode: 2 });
@@ -60,6 +63,13 @@ export const demoCommand = defineCommand({
           keep: argv.keep,
           databaseUrl: context.settings.databaseUrl || undefined,
           signal: stop.signal,
+          onQueueReady: argv.dashboard
+            ? async (mq) => {
+                const dashboard = await startDashboard(mq, { port: argv['dashboard-port'], logger: context.logger });
+                (argv.json ? context.output.err : out)(`Dashboard on ${dashboard.openUrl} while the demo runs`);
+                return () => dashboard.close();
+              }
+            : undefined,
         },
         {
           step: (line) => (argv.json ? context.output.err(line) : out(line)),

@@ -58,27 +58,33 @@ function bytes(n) {
 
 /** Completed (green) and failed (red, stacked on top) per minute over the hour, oldest on the left. */
 function chart(series, minutes) {
-  const width = 240, height = 40, top = 10;
+  const width = 360, height = 46, top = 11, axis = 9;
   const step = width / Math.max(1, minutes.length);
   const peak = Math.max(1, ...series.completed.map((done, i) => done + (series.failed[i] ?? 0)));
-  const scale = (v) => (v * (height - top)) / peak;
+  const base = height - axis;
+  const scale = (v) => (v * (base - top)) / peak;
   const root = svg('svg', { width, height, viewBox: `0 0 ${width} ${height}`, class: 'chart', role: 'img' });
   const total = (values) => values.reduce((a, b) => a + b, 0);
   const title = svg('title');
   title.textContent = `last hour: ${total(series.completed)} completed, ${total(series.failed)} failed; busiest minute ${peak}`;
   root.append(title);
-  root.append(svg('line', { x1: 0, y1: height - 0.5, x2: width, y2: height - 0.5, class: 'axis' }));
+  root.append(svg('line', { x1: 0, y1: base + 0.5, x2: width, y2: base + 0.5, class: 'axis' }));
   minutes.forEach((_, i) => {
     const done = series.completed[i] ?? 0;
     const failed = series.failed[i] ?? 0;
     const x = (i * step + 0.3).toFixed(1);
     const w = Math.max(1, step - 0.6).toFixed(1);
-    if (done > 0) root.append(svg('rect', { x, y: height - scale(done), width: w, height: scale(done), class: 'ok' }));
-    if (failed > 0) root.append(svg('rect', { x, y: height - scale(done + failed), width: w, height: scale(failed), class: 'bad' }));
+    if (done > 0) root.append(svg('rect', { x, y: base - scale(done), width: w, height: scale(done), class: 'ok' }));
+    if (failed > 0) root.append(svg('rect', { x, y: base - scale(done + failed), width: w, height: scale(failed), class: 'bad' }));
   });
   const label = svg('text', { x: width, y: 8, 'text-anchor': 'end', class: 'peak' });
   label.textContent = `${number(total(series.completed))} done · ${number(total(series.failed))} failed · peak ${peak}/min`;
   root.append(label);
+  for (const [text, x, anchor] of [[`${minutes.length} min ago`, 0, 'start'], ['now', width, 'end']]) {
+    const tick = svg('text', { x, y: height - 1, 'text-anchor': anchor, class: 'peak' });
+    tick.textContent = text;
+    root.append(tick);
+  }
   return root;
 }
 

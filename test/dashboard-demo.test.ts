@@ -1,0 +1,33 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { killIfRunning, startCli, waitFor, type CliProcess } from './support/processes.js';
+
+let db: TestDatabase;
+let demo: CliProcess | undefined;
+
+beforeAll(async () => {
+  db = await createTestDatabase('dashboard demo');
+});
+
+afterAll(async () => {
+  killIfRunning(demo);
+  await db?.drop();
+});
+
+it('mailq demo --dashboard prints the address and serves the demo’s queue while it runs', async () => {
+  demo = startCli(['demo', '--dashboard', '--dashboard-port', '0', '--taxpayers', '60', '--latency', '150ms', '--concurrency', '2', '--backoff', '10ms', '--error-rate', '0'], {
+    MAILQ_DATABASE_URL: db.url,
+  });
+  const url = await waitFor('the dashboard address', () => /Dashboard on (http:\/\/127\.0\.0\.1:\d+)\/ while the demo runs/.exec(demo!.output())?.[1]);
+  const overview = await waitFor('the demo queue on the dashboard', async () => {
+    const body = (await (await fetch(`${url}/api/overview`)).json()) as { queues: Array<{ queue: string; pending: number; reserved: number }>; batches: Array<{ total: number }> };
+    const queue = body.queues.find((q) => q.queue === 'mailbox-sync');
+    return queue && queue.pending + queue.reserved > 0 ? body : undefined;
+  });
+  expect(overview.batches[0]!.total).toBe(60);
+  expect(await (await fetch(`${url}/`)).text()).toContain('<title>mailq dashboard</title>');
+  expect((await demo.exited).code).toBe(0);
+  expect(demo.output()).toContain('Synced');
+  // Gone with the demo.
+  await expect(fetch(`${url}/api/overview`)).rejects.toThrow();
+});

@@ -165,7 +165,9 @@ export class Mailq {
     const registry = options.jobs ? new JobRegistry([...this.registryJobs(), ...options.jobs]) : this.registry;
     const worker = new Worker(this.knex, this.tables, registry, this.logger, options);
     this.workers.add(worker);
-    worker.once('stopping', () => this.workers.delete(worker));
+    // Kept until its run has settled, not just begun to stop: close() waits for a draining worker.
+    const forget = () => void this.workers.delete(worker);
+    worker.once('stopping', () => void worker.stop().then(forget, forget));
     return worker;
   }
 
@@ -193,9 +195,14 @@ export class Mailq {
     return runDoctor(this.knex, this.tables, options);
   }
 
-  /** Stops this instance's workers gracefully and closes the pool (if mailq opened it). */
+  /**
+   * Stops this instance's workers gracefully, waits until each has finished (those already
+   * stopping too: their running jobs end and are recorded, or are put back), then closes the
+   * pool (if mailq opened it).
+   */
   async close(): Promise<void> {
-    await Promise.all([...this.workers].map((worker) => worker.stop()));
+    // A worker whose run failed has nothing left to wait for; its caller has the error.
+    await Promise.allSettled([...this.workers].map((worker) => worker.stop()));
     if (this.ownsKnex) await this.knex.destroy();
   }
 

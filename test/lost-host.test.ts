@@ -53,15 +53,17 @@ describe('a host that stops answering', () => {
       ['work', '--queue=lost-host', '--processes=2', '--concurrency=2', '--jobs', RECORDING_JOBS, '--config', SHORT_LEASE_CONFIG, '--heartbeat=250ms', '--sleep=20ms'],
       rec.env,
     );
-    const busy = await waitFor('both worker processes running jobs', async () => {
-      const workers = await rec.workers();
-      return workers.length === 2 && workers.every((row) => Number(row.running) > 0) ? workers : undefined;
-    });
-    const hostName = String(busy[0]!.host);
+    const workers = await waitFor('two worker processes', async () => ((await rec.workers()).length === 2 ? rec.workers() : undefined));
+    const hostName = String(workers[0]!.host);
     expect((await status()).json.hosts).toEqual([expect.objectContaining({ host: hostName, state: 'live', liveWorkers: 2 })]);
+    const workerPids = workers.map((row) => Number(row.pid));
+    await waitFor('both worker processes in the middle of a job', async () => {
+      const unfinished = (await rec.runs()).filter((run) => run.finished_at === null);
+      return workerPids.every((pid) => unfinished.some((run) => run.pid === pid));
+    });
 
     // The whole host freezes: its supervisor and both workers, none of them exits.
-    const pids = [host.pid, ...busy.map((row) => Number(row.pid))];
+    const pids = [host.pid, ...workerPids];
     for (const pid of pids) process.kill(pid, 'SIGSTOP');
     stopped.push(...pids);
     const frozenAt = Date.now();

@@ -79,12 +79,22 @@ export function registerQueueMetrics(registry: Registry, sources: QueueMetricSou
 /**
  * Jobs completed, failed, retried and deferred on every host, as counters: from the per-minute
  * rollup that workers write at each heartbeat (so they trail the work by up to one heartbeat).
- * Counted from when this process started. What the dashboard serves; a worker's own
+ * Counted from when they were registered (the process's start): `baselined` settles once that
+ * first read is done. What the dashboard serves; a worker's own
  * `--metrics-port` counts its own jobs instead (instrumentWorker).
  */
-export function registerClusterCounters(registry: Registry, sources: Pick<QueueMetricSources, 'monitor'>): void {
+export function registerClusterCounters(registry: Registry, sources: Pick<QueueMetricSources, 'monitor'>): { baselined: Promise<void> } {
   const rollup = new RollupCounters();
-  const advance = onePerScrape(async () => rollup.advance(await sources.monitor.perMinute(ROLLUP_LOOKBACK_MINUTES)));
+  const read = async () => rollup.advance(await sources.monitor.perMinute(ROLLUP_LOOKBACK_MINUTES));
+  // The baseline is taken now, so work done before the first scrape counts too; failing, the first scrape takes it.
+  const baseline = read().then(
+    () => undefined,
+    () => undefined,
+  );
+  const advance = onePerScrape(async () => {
+    await baseline;
+    return read();
+  });
   const counter = (name: string, help: string, kind: 'completed' | 'failed' | 'retried' | 'deferred' | 'runtimeMs', scale = 1) =>
     new Counter<'queue'>({
       name,
@@ -102,6 +112,7 @@ export function registerClusterCounters(registry: Registry, sources: Pick<QueueM
   counter('mailq_jobs_retried_total', 'Failed attempts retried later (all workers)', 'retried');
   counter('mailq_jobs_deferred_total', 'Jobs put back without spending an attempt: rate limit, 429, stop (all workers)', 'deferred');
   counter('mailq_job_runtime_seconds_total', 'Run time of completed jobs (all workers)', 'runtimeMs', 1 / 1000);
+  return { baselined: baseline };
 }
 
 /**

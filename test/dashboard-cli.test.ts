@@ -8,6 +8,9 @@ let dashboard: CliProcess | undefined;
 
 beforeAll(async () => {
   db = await createTestDatabase('dashboard cli');
+  const early = startCli(['dashboard', '--port', '0'], { MAILQ_DATABASE_URL: db.url });
+  expect((await early.exited).code).toBe(1);
+  expect(early.output()).toContain('run `mailq migrate` first');
   const migrate = startCli(['migrate'], { MAILQ_DATABASE_URL: db.url });
   expect((await migrate.exited).code).toBe(0);
 });

@@ -5,7 +5,8 @@
 const csrf = document.querySelector('meta[name="mailq-csrf"]').content;
 const refreshMs = Number(document.querySelector('meta[name="mailq-refresh-ms"]').content) || 2000;
 
-const state = { selected: new Set(), detailId: null, failedIds: [], busy: false };
+const PAGE = 50;
+const state = { selected: new Set(), detailId: null, failedIds: [], busy: false, limit: PAGE };
 
 /** h('td', { class: 'n' }, 'text', childNode): an element with attributes and children. */
 function h(tag, attributes = {}, ...children) {
@@ -163,7 +164,8 @@ function failedFilter() {
 function renderFailed(list) {
   state.failedIds = list.jobs.map((job) => job.id);
   for (const id of state.selected) if (!state.failedIds.includes(id)) state.selected.delete(id);
-  document.getElementById('failed-total').textContent = `(${number(list.total)})`;
+  document.getElementById('failed-total').textContent = list.jobs.length < list.total ? `(newest ${number(list.jobs.length)} of ${number(list.total)})` : `(${number(list.total)})`;
+  document.getElementById('show-more').hidden = list.jobs.length >= list.total || state.limit >= 500;
   document.getElementById('failed-reasons').replaceChildren(...list.reasons.map((r) => h('li', {}, h('span', { class: 'count' }, number(r.count)), r.reason)));
   const rows = list.jobs.map((job) =>
     h('tr', { 'data-id': job.id, class: job.id === state.detailId ? 'open' : '' },
@@ -242,7 +244,7 @@ async function refresh() {
     renderBatches(overview);
     renderRateLimits(overview);
     renderQueueFilter(overview);
-    const params = new URLSearchParams(Object.entries(failedFilter()).filter(([, v]) => v));
+    const params = new URLSearchParams(Object.entries({ ...failedFilter(), limit: state.limit }).filter(([, v]) => v));
     renderFailed(await api(`/api/failed?${params}`));
     document.getElementById('checked-at').textContent = `as of ${new Date(overview.checkedAt).toLocaleTimeString()} (database clock)`;
     connection.textContent = 'live';
@@ -255,8 +257,9 @@ async function refresh() {
   }
 }
 
-document.getElementById('filter-queue').addEventListener('change', () => { state.selected.clear(); refresh(); });
-document.getElementById('filter-batch').addEventListener('change', () => { state.selected.clear(); refresh(); });
+document.getElementById('filter-queue').addEventListener('change', () => { state.selected.clear(); state.limit = PAGE; refresh(); });
+document.getElementById('filter-batch').addEventListener('change', () => { state.selected.clear(); state.limit = PAGE; refresh(); });
+document.getElementById('show-more').addEventListener('click', () => { state.limit = Math.min(500, state.limit + PAGE); refresh(); });
 document.getElementById('select-all').addEventListener('change', (event) => {
   for (const id of state.failedIds) event.target.checked ? state.selected.add(id) : state.selected.delete(id);
   for (const box of document.querySelectorAll('[data-testid="failed"] tbody input[type="checkbox"]')) box.checked = event.target.checked;
@@ -264,8 +267,8 @@ document.getElementById('select-all').addEventListener('change', (event) => {
 });
 document.getElementById('retry-selected').addEventListener('click', () => act(() => api('/api/failed/retry', selection(false)), `Retried ${state.selected.size} selected`).then(() => state.selected.clear()));
 document.getElementById('forget-selected').addEventListener('click', () => confirm(`Forget ${state.selected.size} failed job(s)?`) && act(() => api('/api/failed/forget', selection(false)), 'Forgot the selected').then(() => state.selected.clear()));
-document.getElementById('retry-all').addEventListener('click', () => confirm('Retry every failed job the filter shows?') && act(() => api('/api/failed/retry', selection(true)), 'Retried all'));
-document.getElementById('forget-all').addEventListener('click', () => confirm('Forget every failed job the filter shows?') && act(() => api('/api/failed/forget', selection(true)), 'Forgot all'));
+document.getElementById('retry-all').addEventListener('click', () => confirm('Retry every failed job matching the filter (not only those listed)?') && act(() => api('/api/failed/retry', selection(true)), 'Retried all'));
+document.getElementById('forget-all').addEventListener('click', () => confirm('Forget every failed job matching the filter (not only those listed)?') && act(() => api('/api/failed/forget', selection(true)), 'Forgot all'));
 
 refresh();
 setInterval(refresh, refreshMs);

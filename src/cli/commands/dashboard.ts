@@ -1,4 +1,5 @@
 import { defineCommand } from '../command.js';
+import { MailqError } from '../../errors.js';
 import { TOKEN_ENV } from '../../dashboard/access.js';
 import { startDashboard } from '../../dashboard/server.js';
 import { waitForStopSignal } from '../stop-signal.js';
@@ -14,7 +15,11 @@ export const dashboardCommand = defineCommand({
       .option('refresh', { type: 'number', default: 2, describe: 'Seconds between the page’s refreshes' }),
   async run(context, argv) {
     const token = argv.token ?? (process.env[TOKEN_ENV] || undefined);
-    const dashboard = await startDashboard(await context.mailq(), { host: argv.host, port: argv.port, token, refreshMs: Math.max(0.5, argv.refresh) * 1000, logger: context.logger });
+    const mq = await context.mailq();
+    // Said once here, not as an "internal error" on every refresh of the page.
+    const { pending } = await mq.migrationStatus();
+    if (pending.length > 0) throw new MailqError(`the queue's tables are not up to date: run \`mailq migrate\` first (pending: ${pending.join(', ')})`);
+    const dashboard = await startDashboard(mq, { host: argv.host, port: argv.port, token, refreshMs: Math.max(0.5, argv.refresh) * 1000, logger: context.logger });
     context.output.out(`Dashboard on ${dashboard.url}/${token ? ' (open it once as /?token=<your token>; the page keeps it in a cookie)' : ''}; metrics on ${dashboard.url}/metrics. Ctrl-C stops it.`);
     await waitForStopSignal();
     await dashboard.close();

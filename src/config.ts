@@ -47,6 +47,8 @@ const queueList = z
 const positiveInt = z.coerce.number().int().positive();
 
 const workerSchema = z.object({
+  /** The host name workers and supervisors report (`--hostname`, MAILQ_HOSTNAME); default: the machine's. */
+  hostname: z.string().trim().min(1).max(191).regex(/^[^\s:]+$/, 'a host name has no spaces or colons').optional(),
   queues: queueList.default(['default']),
   concurrency: positiveInt.default(1),
   processes: positiveInt.default(1),
@@ -200,6 +202,7 @@ function envValues(env: NodeJS.ProcessEnv): Record<string, unknown> {
     databaseUrl: env.MAILQ_DATABASE_URL || env.DATABASE_URL || undefined,
     tablePrefix: env.MAILQ_TABLE_PREFIX,
     logLevel: env.MAILQ_LOG_LEVEL,
+    worker: env.MAILQ_HOSTNAME ? { hostname: env.MAILQ_HOSTNAME } : undefined,
     tws: Object.keys(tws).length ? tws : undefined,
     mailbox: Object.keys(mailbox).length ? mailbox : undefined,
   });

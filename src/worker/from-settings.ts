@@ -23,5 +23,6 @@ export function workerOptionsFromSettings(settings: WorkerSettings): WorkerOptio
     sweepInterval: millis(settings.sweepInterval),
     heartbeat: millis(settings.heartbeat),
     memoryLimit: settings.memory,
+    hostname: settings.hostname,
   };
 }

@@ -1,4 +1,3 @@
-import { hostname } from 'node:os';
 import type { EventEmitter } from 'node:events';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
@@ -12,6 +11,8 @@ import { WorkerRows, type PresenceStatus } from './worker-rows.js';
 export interface HeartbeatOptions {
   workerId: string;
   supervisorId?: string;
+  /** The host shown in the workers table. */
+  host: string;
   queues: readonly string[];
   concurrency: number;
   intervalMs: number;
@@ -113,9 +114,9 @@ export class Heartbeat {
   }
 
   private async register(): Promise<void> {
-    const { workerId, supervisorId, queues, concurrency, intervalMs } = this.options;
+    const { workerId, supervisorId, host, queues, concurrency, intervalMs } = this.options;
     const startedAt = await this.workers.register(
-      { id: workerId, kind: 'worker', supervisorId, host: hostname(), pid: process.pid, queues, concurrency, heartbeatMs: intervalMs },
+      { id: workerId, kind: 'worker', supervisorId, host, pid: process.pid, queues, concurrency, heartbeatMs: intervalMs },
       this.status(),
     );
     // A row re-created after an outage keeps the first start time: a restart asked for meanwhile still applies.

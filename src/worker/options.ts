@@ -47,6 +47,11 @@ export interface WorkerOptions {
   memoryLimit?: number;
   /** The supervisor that started this worker's process, shown in `mailq status`. */
   supervisorId?: string;
+  /**
+   * The host this worker reports in the workers table and its id (`mailq status` groups by it and
+   * calls a host lost when all of its processes go silent). Default: the machine's hostname.
+   */
+  hostname?: string;
 }
 
 export interface ResolvedOptions {
@@ -70,10 +75,11 @@ export interface ResolvedOptions {
   reconnectForMs: number;
   heartbeatMs: number;
   memoryLimit?: number;
+  hostname: string;
 }
 
-export function newWorkerId(): string {
-  return `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+export function newWorkerId(host: string = hostname()): string {
+  return `${host}:${process.pid}:${randomBytes(3).toString('hex')}`;
 }
 
 export function resolveOptions(options: WorkerOptions): ResolvedOptions {
@@ -83,6 +89,7 @@ export function resolveOptions(options: WorkerOptions): ResolvedOptions {
   const prefetch = options.prefetch ?? 0;
   if (!Number.isInteger(prefetch) || prefetch < 0) throw new RangeError('prefetch must be an integer ≥ 0');
   return {
+    hostname: options.hostname || hostname(),
     queues,
     concurrency,
     prefetch,

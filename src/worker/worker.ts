@@ -66,7 +66,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   ) {
     super();
     this.options = resolveOptions(options);
-    this.id = options.workerId ?? newWorkerId();
+    this.id = options.workerId ?? newWorkerId(this.options.hostname);
     this.logger = logger.child({ worker: this.id });
     this.stopped = new Promise((resolve) => this.stopController.signal.addEventListener('abort', () => resolve(), { once: true }));
     const rows = new JobRows(knex, tables);
@@ -95,6 +95,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const heartbeat = new Heartbeat(knex, tables, this.logger, {
       workerId: this.id,
       supervisorId,
+      host: this.options.hostname,
       queues: this.options.queues,
       concurrency: this.options.concurrency,
       intervalMs: this.options.heartbeatMs,

@@ -38,7 +38,8 @@ export const workCommand = defineCommand({
       .option('stop-when-empty', { type: 'boolean', describe: 'Exit when no job is due' })
       .option('jobs', { type: 'string', array: true, describe: 'Modules that export job definitions' })
       .option('metrics-port', { type: 'number', describe: 'Serve this worker process’s Prometheus /metrics on this port' })
-      .option('metrics-host', { type: 'string', describe: 'Address for --metrics-port (default 127.0.0.1; others need MAILQ_DASHBOARD_TOKEN)' }),
+      .option('metrics-host', { type: 'string', describe: 'Address for --metrics-port (default 127.0.0.1; others need MAILQ_DASHBOARD_TOKEN)' })
+      .option('hostname', { type: 'string', describe: "The host name shown in mailq status and in worker ids (env MAILQ_HOSTNAME; default: the machine's)" }),
   settings: (argv) => ({
     jobs: argv.jobs,
     worker: {
@@ -57,6 +58,7 @@ export const workCommand = defineCommand({
       timeoutGrace: argv['timeout-grace'],
       once: argv.once,
       stopWhenEmpty: argv['stop-when-empty'],
+      hostname: argv.hostname,
     },
   }),
   run: (context, argv) => {
@@ -128,6 +130,7 @@ async function runSupervisor(context: CommandContext): Promise<number> {
     concurrency: settings.concurrency,
     stopWait: `${settings.stopWait}ms`,
     heartbeat: `${settings.heartbeat}ms`,
+    hostname: settings.hostname,
   });
   const unhook = handleSupervisorSignals({
     stop: (signal) => {

@@ -216,6 +216,22 @@ export class Mailq {
   }
 }
 
+/**
+ * What app code needs to queue work: a `Mailq`, or `fakeQueue()` from `mailq/testing` in its tests.
+ *
+ * @example
+ * export async function signUp(queue: JobQueue, user: { email: string }) {
+ *   await queue.dispatch(sendWelcome, { email: user.email });
+ * }
+ */
+export type JobQueue = Pick<Mailq, 'dispatch' | 'dispatchMany' | 'batch'>;
+
+/**
+ * Opens a queue on a database URL (or your own knex pool).
+ *
+ * @example
+ * const mq = createMailq({ databaseUrl: process.env.MAILQ_DATABASE_URL, jobs: [sendWelcome] });
+ */
 export function createMailq(options: MailqOptions): Mailq {
   return new Mailq(options);
 }

@@ -170,53 +170,6 @@ async function tableCreationTimes(mailq: Mailq, tables: string[]): Promise<strin
   return rows.map((row) => row.created);
 }
 
-describe('migrations in an installed package', () => {
-  let app: string | undefined;
-
-  afterAll(async () => {
-    if (app) await rm(app, { recursive: true, force: true });
-  });
-
-  it('migrate runs from an app that has mailq in node_modules (packed with its files list)', async () => {
-    app = await mkdtemp(path.join(tmpdir(), 'mailq-app-'));
-    const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', app], { cwd: ROOT });
-    const [packed] = JSON.parse(stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
-    const files = packed!.files.map((file) => file.path);
-    expect(files).toContain('dist/migrations/index.js');
-    expect(files).toEqual(expect.arrayContaining(['assets/dashboard/index.html', 'assets/dashboard/app.js', 'assets/dashboard/style.css']));
-    expect(files.some((file) => file.startsWith('test/') || file.startsWith('src/'))).toBe(false);
-
-    // Install it the way npm would lay it out, with the dependencies it declares linked beside it.
-    const installed = path.join(app, 'node_modules', 'mailq');
-    await mkdir(installed, { recursive: true });
-    await run('tar', ['-xzf', path.join(app, packed!.filename), '-C', installed, '--strip-components=1']);
-    const manifest = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
-    for (const dependency of Object.keys(manifest.dependencies)) {
-      const target = path.join(app, 'node_modules', dependency);
-      await mkdir(path.dirname(target), { recursive: true });
-      await symlink(path.join(ROOT, 'node_modules', dependency), target);
-    }
-
-    const prefix = 'installed_';
-    await writeFile(
-      path.join(app, 'migrate.mjs'),
-      `import { createMailq } from 'mailq';
-       const mq = createMailq({ databaseUrl: process.argv[2], tablePrefix: '${prefix}' });
-       const applied = await mq.migrate();
-       const status = await mq.migrationStatus();
-       await mq.close();
-       console.log(JSON.stringify({ applied, status }));`,
-    );
-    const library = await run(process.execPath, ['migrate.mjs', db.url], { cwd: app });
-    expect(JSON.parse(library.stdout)).toEqual({ applied: latest, status: { applied: latest, pending: [] } });
-    expect(await tablesOf(mq)).toEqual(expect.arrayContaining([`${prefix}jobs`, `${prefix}failed_jobs`]));
-
-    // The installed bin, run from the app's folder, finds the same migrations.
-    const cli = await run(process.execPath, [path.join(installed, 'bin', 'mailq.js'), 'migrate', '--status', '--json', '--prefix', prefix, '--database-url', db.url], { cwd: app });
-    expect(JSON.parse(cli.stdout)).toEqual({ applied: latest, pending: [] });
-  });
-});
-
 describe('servers without SKIP LOCKED', () => {
   it.each([
     ['10.5.19-MariaDB-0+deb11u2', false],

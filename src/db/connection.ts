@@ -15,6 +15,10 @@ export const DEFAULT_STALL_CHECK_MS = 5_000;
 /**
  * A knex pool on mysql2. Sessions run in UTC so DATETIME values mean the same thing on every
  * host; queue times come from the database clock (NOW(3)), never from a worker's clock.
+ *
+ * @example
+ * const db = connect(process.env.DATABASE_URL!);       // the app's own pool, shared with mailq
+ * const mq = createMailq({ knex: db });
  */
 export function connect(databaseUrl: string, options: ConnectOptions = {}): Knex {
   const address = parseDatabaseUrl(databaseUrl);

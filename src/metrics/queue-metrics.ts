@@ -82,6 +82,9 @@ export function registerQueueMetrics(registry: Registry, sources: QueueMetricSou
  * Counted from when they were registered (the process's start): `baselined` settles once that
  * first read is done. What the dashboard serves; a worker's own
  * `--metrics-port` counts its own jobs instead (instrumentWorker).
+ *
+ * @example
+ * registerClusterCounters(registry, mq);
  */
 export function registerClusterCounters(registry: Registry, sources: Pick<QueueMetricSources, 'monitor'>): { baselined: Promise<void> } {
   const rollup = new RollupCounters();

@@ -70,7 +70,7 @@ export async function runInline<P, I = P>(job: JobDefinition<P, I>, payload: I, 
   const logger = options.logger ?? createLogger({ level: 'silent' });
   const run: InlineRun = { status: 'failed', attempts: 0, permanent: false, retryDelaysMs: [], rateLimitPauses: [], history: [] };
   const base = { id: 0, uuid: randomUUID(), queue: template.queue, name: job.name, payload: row.payload, maxAttempts, backoff, batchId: template.batchId };
-  const claimed: ClaimedJob = { ...base, attempt: 0, timeoutMs: template.timeoutMs ?? parseDuration(WORKER_DEFAULTS.timeout) };
+  const claimed: ClaimedJob = { ...base, attempt: 0, deferrals: 0, timeoutMs: template.timeoutMs ?? parseDuration(WORKER_DEFAULTS.timeout) };
 
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
     options.signal?.throwIfAborted();
@@ -78,7 +78,8 @@ export async function runInline<P, I = P>(job: JobDefinition<P, I>, payload: I, 
     const stop = () => running.interrupt();
     options.signal?.addEventListener('abort', stop, { once: true });
     const outcome = await running.outcome.finally(() => options.signal?.removeEventListener('abort', stop));
-    if (outcome.kind === 'interrupted') throw options.signal?.reason ?? new Error('inline run interrupted');
+    // Inline, nobody else can take the job: a lost lease cannot happen, an interruption is our signal.
+    if (outcome.kind === 'interrupted' || outcome.kind === 'lease-lost') throw options.signal?.reason ?? new Error('inline run interrupted');
     if (outcome.kind === 'completed' || outcome.kind === 'deferred') {
       run.status = outcome.kind;
       if (outcome.kind === 'deferred') run.deferral = { delayMs: outcome.delayMs, reason: outcome.reason };

@@ -45,12 +45,15 @@ const queueList = z
   .refine((queues) => queues.length > 0, 'name at least one queue');
 
 const positiveInt = z.coerce.number().int().positive();
+const nonNegativeInt = z.coerce.number().int().nonnegative();
 
 const workerSchema = z.object({
   /** The host name workers and supervisors report (`--hostname`, MAILQ_HOSTNAME); default: the machine's. */
   hostname: z.string().trim().min(1).max(191).regex(/^[^\s:]+$/, 'a host name has no spaces or colons').optional(),
   queues: queueList.default(['default']),
   concurrency: positiveInt.default(1),
+  /** Jobs claimed ahead of free slots per process (unset: the worker's default). */
+  prefetch: nonNegativeInt.optional(),
   processes: positiveInt.default(1),
   tries: positiveInt.default(1),
   timeout: duration.default(60_000),

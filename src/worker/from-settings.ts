@@ -9,6 +9,7 @@ export function workerOptionsFromSettings(settings: WorkerSettings): WorkerOptio
   return {
     queues: settings.queues,
     concurrency: settings.concurrency,
+    prefetch: settings.prefetch,
     tries: settings.tries,
     timeout: millis(settings.timeout),
     backoff: planToOption(settings.backoff),

@@ -178,7 +178,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.startWaiting();
     const wanted = this.wanted();
     if (wanted === 0) {
-      await Promise.race([this.held.changed(), this.stopped]);
+      // Full: wait for a slot, but look again each poll interval (a pause, max-time, memory).
+      const timer = new AbortController();
+      await Promise.race([this.held.changed(), this.stopped, sleep(this.options.sleepMs, timer.signal)]);
+      timer.abort();
       return;
     }
     const claimed = await this.claim(wanted);
@@ -194,6 +197,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const capacity = once ? 1 : concurrency + prefetch;
     const remaining = maxJobs === undefined ? Infinity : maxJobs - this.claimedCount;
     const room = Math.min(capacity - this.held.count('claiming', 'waiting', 'running'), remaining);
+    // With jobs still waiting, claim again only once half the buffer has started: claims stay large
+    // (the server's cost per job falls steeply with the claim's size) and one is always in hand.
+    if (this.held.count('waiting') > 0 && room < Math.ceil(prefetch / 2)) return 0;
     return Math.max(0, room);
   }
 

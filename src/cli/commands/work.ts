@@ -22,6 +22,7 @@ export const workCommand = defineCommand({
     yargs
       .option('queue', { type: 'string', describe: 'Queues to work, in priority order: a,b', default: undefined })
       .option('concurrency', { type: 'number', describe: 'Jobs run at once per process' })
+      .option('prefetch', { type: 'number', describe: 'Jobs claimed ahead of free slots per process, so a freed slot starts the next at once' })
       .option('processes', { type: 'number', describe: 'Worker processes under one supervisor (restarts, recycling, graceful stop)' })
       .option('supervise', { type: 'boolean', describe: 'Use the supervisor even for one process' })
       .option('tries', { type: 'number', describe: 'Attempts per job, unless the job sets its own' })
@@ -45,6 +46,7 @@ export const workCommand = defineCommand({
     worker: {
       queues: argv.queue,
       concurrency: argv.concurrency,
+      prefetch: argv.prefetch,
       processes: argv.processes,
       tries: argv.tries,
       timeout: argv.timeout,

@@ -79,8 +79,9 @@ let releaseGate: () => void = () => undefined;
 const gated = defineJob({
   name: 'gated',
   async handle(_payload: unknown, { job, signal }) {
-    await logAttempt(job.id, job.attempt);
+    // The gate exists before the attempt is logged: a test that saw the log may release it at once.
     const gate = new Promise<void>((resolve) => (releaseGate = resolve));
+    await logAttempt(job.id, job.attempt);
     await Promise.race([gate, new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
   },
 });

@@ -9,6 +9,8 @@ import { registerClusterCounters, registerQueueMetrics } from '../metrics/queue-
 import { readAsset } from './assets.js';
 import { checkBinding, CSRF_HEADER, newCsrfToken, requireCsrf, requireLoopbackHost, requireToken } from './access.js';
 import { readOverview, type DashboardSources } from './read-model.js';
+import { ShortCache } from './short-cache.js';
+import type { FailureGroup } from '../failed/store.js';
 
 export interface DashboardOptions {
   /** Default 127.0.0.1. Any other address needs `token`. */
@@ -41,6 +43,8 @@ const selection = z
   })
   .strict()
   .refine((body) => (body.ids !== undefined) !== (body.all === true), { message: 'give either ids or all: true' });
+/** How long failure groups are reused between refreshes (a page's retry or forget clears them). */
+const REASONS_TTL_MS = 10_000;
 const queueBody = z.object({ queue: z.string().min(1).max(191) }).strict();
 
 /**
@@ -67,6 +71,7 @@ export function dashboardApp(mq: DashboardMailq, options: DashboardOptions & { h
   const registry = new Registry();
   registerQueueMetrics(registry, mq);
   registerClusterCounters(registry, mq);
+  const reasons = new ShortCache<FailureGroup[]>(REASONS_TTL_MS);
 
   app.use(
     '*',
@@ -101,9 +106,13 @@ export function dashboardApp(mq: DashboardMailq, options: DashboardOptions & { h
     const filter = { queue: context.req.query('queue') || undefined, batchId: context.req.query('batch') || undefined };
     const beforeId = positiveInt(context.req.query('before'));
     const limit = Math.min(positiveInt(context.req.query('limit')) ?? 50, 500);
-    const [jobs, total, reasons] = await Promise.all([mq.failed.list({ ...filter, limit, beforeId }), mq.failed.count(filter), mq.failed.reasons(filter)]);
+    const [jobs, total, groups] = await Promise.all([
+      mq.failed.list({ ...filter, limit, beforeId }),
+      mq.failed.count(filter),
+      reasons.get(JSON.stringify(filter), () => mq.failed.reasons(filter)),
+    ]);
     // The list carries reasons, not payloads and stacks: one job's details are a click away.
-    return context.json({ total, reasons, jobs: jobs.map(({ payload: _payload, exception: _exception, ...summary }) => summary) });
+    return context.json({ total, reasons: groups, jobs: jobs.map(({ payload: _payload, exception: _exception, ...summary }) => summary) });
   });
   app.get('/api/failed/:id', async (context) => {
     const id = positiveInt(context.req.param('id'));
@@ -118,11 +127,14 @@ export function dashboardApp(mq: DashboardMailq, options: DashboardOptions & { h
   app.post('/api/failed/retry', async (context) => {
     const body = await parseBody(context, selection);
     const filter = { queue: body.queue, batchId: body.batch };
-    return context.json(await mq.failed.retry(body.all ? 'all' : body.ids!, filter));
+    const retried = await mq.failed.retry(body.all ? 'all' : body.ids!, filter);
+    reasons.clear();
+    return context.json(retried);
   });
   app.post('/api/failed/forget', async (context) => {
     const body = await parseBody(context, selection);
     const forgotten = body.all ? await mq.failed.flush({ queue: body.queue, batchId: body.batch }) : await mq.failed.forget(body.ids!);
+    reasons.clear();
     return context.json({ forgotten });
   });
   app.post('/api/queues/pause', async (context) => {

@@ -69,7 +69,8 @@ export class Heartbeat {
     worker.on('job:failed', (job) => this.tally.count(job.queue, 'failed'));
     worker.on('job:retrying', (job) => this.tally.count(job.queue, 'retried'));
     worker.on('job:deferred', (job) => this.tally.count(job.queue, 'deferred'));
-    worker.on('stopping', () => void this.beat());
+    // A worker stopped before it ever ran has nothing to report (and its pool may be closing).
+    worker.on('stopping', () => void (this.timer && this.beat()));
   }
 
   /** Registers and reads the controls once, so the very first claim already skips paused queues. */

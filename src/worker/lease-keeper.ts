@@ -125,7 +125,8 @@ export class LeaseKeeper {
       this.lastRenewedAt = sentAt;
       for (const entry of entries) {
         if (!this.held.holds(entry.job)) continue;
-        if (lost.has(entry.job.id)) this.onLost(entry, new LeaseLostError('its reservation is no longer this worker’s (another worker took it over)'));
+        // A job whose finishing statement is in flight may be gone by its own DELETE: that statement's result tells.
+        if (lost.has(entry.job.id) && entry.stage !== 'recording') this.onLost(entry, new LeaseLostError('its reservation is no longer this worker’s (another worker took it over)'));
         else entry.leaseEndsBy = this.leaseEndsBy(entry.job, sentAt);
       }
     } catch (error) {

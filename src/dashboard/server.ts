@@ -1,4 +1,5 @@
 import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import { secureHeaders } from 'hono/secure-headers';
 import { Registry } from 'prom-client';
 import { z } from 'zod';
@@ -83,6 +84,8 @@ export function dashboardApp(mq: DashboardMailq, options: DashboardOptions & { h
   app.use('*', requireLoopbackHost(options.host));
   app.use('*', requireToken(options.token));
   app.use('*', requireCsrf(options.csrfToken));
+  // The largest honest body is 10,000 ids; anything far bigger is refused before it is read.
+  app.use('/api/*', bodyLimit({ maxSize: 256 * 1024, onError: (context) => context.json({ error: 'request body too large' }, 413) }));
   app.onError((error, context) => {
     if (error instanceof MailqError) return context.json({ error: error.message }, 400);
     // Whatever the database said stays in the log: an error page must not leak connection details.

@@ -8,6 +8,8 @@ export interface FleetOptions {
   databaseUrl: string;
   processes: number;
   concurrency: number;
+  /** Jobs each process claims ahead of its free slots (`--prefetch`). */
+  prefetch: number;
   /** Everything the supervisor and its workers print goes here (JSON lines). */
   logFile: string;
 }
@@ -42,7 +44,7 @@ export class WorkerFleet {
 
   constructor(options: FleetOptions) {
     if (!existsSync(WORKER_CONFIG)) throw new Error(`chaos: ${WORKER_CONFIG} is missing: run \`npm run build\` first`);
-    const args = [MAILQ_BIN, 'work', `--processes=${options.processes}`, `--concurrency=${options.concurrency}`, `--queue=${CHAOS_QUEUE}`, '--config', WORKER_CONFIG];
+    const args = [MAILQ_BIN, 'work', `--processes=${options.processes}`, `--concurrency=${options.concurrency}`, `--prefetch=${options.prefetch}`, `--queue=${CHAOS_QUEUE}`, '--config', WORKER_CONFIG];
     this.cli = spawn(process.execPath, args, { env: workerEnvironment(options.databaseUrl), stdio: ['ignore', 'pipe', 'pipe'] });
     const log = createWriteStream(options.logFile);
     for (const stream of [this.cli.stdout!, this.cli.stderr!]) {

@@ -1,5 +1,5 @@
 /**
- * `npm run chaos [-- --minutes 5 --seed N --processes 3 --concurrency 4 --database-url URL --out FILE]`
+ * `npm run chaos [-- --minutes 5 --seed N --processes 3 --concurrency 4 --prefetch 0 --database-url URL --out FILE]`
  * Prints a summary and writes JSON (bench/chaos-results.json by default); exits 1 when a job was
  * lost, ran twice while its first run lived, or was left reserved.
  */
@@ -18,6 +18,7 @@ const { values } = parseArgs({
     seed: { type: 'string' },
     processes: { type: 'string', default: '3' },
     concurrency: { type: 'string', default: '4' },
+    prefetch: { type: 'string', default: '0' },
     'database-url': { type: 'string' },
     out: { type: 'string', default: DEFAULT_RESULTS_FILE },
   },
@@ -50,6 +51,7 @@ const result = await runChaos({
   seed: values.seed === undefined ? undefined : Number(values.seed),
   processes: number('processes', values.processes),
   concurrency: number('concurrency', values.concurrency),
+  prefetch: Number(values.prefetch),
   databaseUrl,
   log: (line) => process.stderr.write(`${line}\n`),
 });

@@ -25,7 +25,7 @@ export function formatReport(result: ChaosResult): string {
   table.push(...rows);
   const injected = Object.entries(faults.injected).map(([kind, count]) => `${kind} ${count}`).join(', ');
   return [
-    `mailq chaos — seed ${result.seed}, ${formatMinutes(result.durationMs)} of faults, ${result.settings.processes} processes × ${result.settings.concurrency}, ${result.settings.server} (innodb_lock_wait_timeout ${result.settings.lockWaitTimeoutSeconds} s)`,
+    `mailq chaos — seed ${result.seed}, ${formatMinutes(result.durationMs)} of faults, ${result.settings.processes} processes × ${result.settings.concurrency} (prefetch ${result.settings.prefetch}), ${result.settings.server} (innodb_lock_wait_timeout ${result.settings.lockWaitTimeoutSeconds} s)`,
     `machine: ${result.machine.cores} cores (${result.machine.cpu}), node ${result.machine.node}, load ${result.machine.loadAverage.join(' ')}`,
     `faults injected: ${injected} (${faults.connectionsKilled} connections killed; ${faults.dispatchCallsDuringLockHolds} dispatch calls met a held lock)`,
     `worker processes: ${workers.processStarts} started, ${workers.killed} killed, ${workers.exitedOnTheirOwn} ended by themselves; ${figures.runs} runs recorded`,

@@ -17,6 +17,8 @@ export interface ChaosOptions {
   processes?: number;
   /** Jobs at once per process. Default 4. */
   concurrency?: number;
+  /** Jobs each process claims ahead of its free slots, so buffered jobs meet the faults too. Default 0. */
+  prefetch?: number;
   seed?: number;
   /**
    * An empty database of your own; the server is then never restarted. Default: a throwaway
@@ -34,7 +36,7 @@ export interface ChaosResult {
   date: string;
   seed: number;
   durationMs: number;
-  settings: { processes: number; concurrency: number; server: string; serverRestartAllowed: boolean; lockWaitTimeoutSeconds: number };
+  settings: { processes: number; concurrency: number; prefetch: number; server: string; serverRestartAllowed: boolean; lockWaitTimeoutSeconds: number };
   machine: { cores: number; cpu: string; node: string; loadAverage: number[] };
   faults: { injected: Record<FaultKind, number>; skipped: Record<FaultKind, number>; connectionsKilled: number; dispatchCallsDuringLockHolds: number; list: Fault[] };
   dispatch: { calls: number; failedCalls: Wave[] };
@@ -62,6 +64,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
   const seed = options.seed ?? newSeed();
   const processes = options.processes ?? 3;
   const concurrency = options.concurrency ?? 4;
+  const prefetch = options.prefetch ?? 0;
   const logFile = options.logFile ?? DEFAULT_LOG_FILE;
   let server: ThrowawayServer | undefined;
   let mq: Mailq | undefined;
@@ -79,8 +82,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const lockWaitTimeoutSeconds = await serverVariable(mq, 'innodb_lock_wait_timeout');
     const clockOffsetMs = await databaseClockOffset(mq);
 
-    log(`chaos: seed ${seed}, ${processes} processes × ${concurrency}, ${Math.round(options.durationMs / 1000)} s of faults; worker logs in ${logFile}`);
-    fleet = new WorkerFleet({ databaseUrl, processes, concurrency, logFile });
+    log(`chaos: seed ${seed}, ${processes} processes × ${concurrency} (prefetch ${prefetch}), ${Math.round(options.durationMs / 1000)} s of faults; worker logs in ${logFile}`);
+    fleet = new WorkerFleet({ databaseUrl, processes, concurrency, prefetch, logFile });
     await waitForFleet(fleet, processes);
 
     const stopDispatch = new AbortController();
@@ -115,7 +118,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       date: new Date().toISOString(),
       seed,
       durationMs: options.durationMs,
-      settings: { processes, concurrency, server: server ? `throwaway ${server.version}` : 'given URL', serverRestartAllowed: server !== undefined, lockWaitTimeoutSeconds },
+      settings: { processes, concurrency, prefetch, server: server ? `throwaway ${server.version}` : 'given URL', serverRestartAllowed: server !== undefined, lockWaitTimeoutSeconds },
       machine: { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version, loadAverage: os.loadavg().map((load) => +load.toFixed(2)) },
       faults: summariseFaults(faults, dispatcher.waves),
       dispatch: { calls: dispatcher.waves.length, failedCalls: dispatcher.waves.filter((wave) => wave.error) },

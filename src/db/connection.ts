@@ -39,10 +39,17 @@ export function connect(databaseUrl: string, options: ConnectOptions = {}): Knex
       min: 0,
       max: options.poolMax ?? 10,
       afterCreate(connection: WatchedConnection, done: (error: unknown, connection: unknown) => void) {
-        if (stallCheckMs > 0) {
-          watchForStalls(connection, { afterMs: stallCheckMs, askServer: (threadId, drop) => probeThread(settings, threadId, stallCheckMs, drop) });
-        }
-        connection.query("SET time_zone = '+00:00'", (error: unknown) => done(error, connection));
+        connection.query("SET time_zone = '+00:00'", (error: unknown) => {
+          if (error || stallCheckMs <= 0) return done(error, connection);
+          // The check finds this session in the server's processlist by its id. Behind a pooling proxy
+          // (ProxySQL) the id the handshake gave is the proxy's, not the server's: leave such a connection unwatched.
+          connection.query('SELECT CONNECTION_ID() AS id', (idError: unknown, rows: unknown) => {
+            if (!idError && Number((rows as Array<{ id: number }>)[0]?.id) === connection.threadId) {
+              watchForStalls(connection, { afterMs: stallCheckMs, askServer: (threadId, drop) => probeThread(settings, threadId, stallCheckMs, drop) });
+            }
+            done(idError, connection);
+          });
+        });
       },
     },
     acquireConnectionTimeout: 15_000,

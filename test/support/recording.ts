@@ -12,6 +12,9 @@ export interface JobRun {
   worker_id: string | null;
   started_at: Date;
   finished_at: Date | null;
+  /** When the handler stopped, finished or aborted (recording-jobs.mjs only), and the abort's error name. */
+  ended_at?: Date | null;
+  end_reason?: string | null;
 }
 
 export interface RecordingDatabase {
@@ -30,7 +33,8 @@ export interface RecordingDatabase {
 export async function createJobRunsTable(knex: Knex): Promise<void> {
   await knex.raw(`CREATE TABLE job_runs (
     id BIGINT AUTO_INCREMENT PRIMARY KEY, job_key VARCHAR(64) NOT NULL, job_id BIGINT NOT NULL, attempt INT NOT NULL,
-    pid INT NOT NULL, worker_id VARCHAR(191) NULL, started_at DATETIME(3) NOT NULL, finished_at DATETIME(3) NULL, KEY (job_key))`);
+    pid INT NOT NULL, worker_id VARCHAR(191) NULL, started_at DATETIME(3) NOT NULL, finished_at DATETIME(3) NULL,
+    ended_at DATETIME(3) NULL, end_reason VARCHAR(64) NULL, KEY (job_key))`);
 }
 
 /**
@@ -55,8 +59,9 @@ export function overlappingRuns(runs: readonly JobRun[]): string[] {
   const overlapping: string[] = [];
   for (const [key, list] of byKey) {
     const sorted = [...list].sort((a, b) => a.started_at.getTime() - b.started_at.getTime());
-    // A run that never finished (its worker died or was cut off) counts as running until the next one starts: not an overlap by itself.
-    if (sorted.some((run, i) => i > 0 && sorted[i - 1]!.finished_at !== null && sorted[i - 1]!.finished_at!.getTime() > run.started_at.getTime())) overlapping.push(key);
+    // A run with no recorded end (its process was killed) is not an overlap by itself.
+    const endOf = (run: JobRun) => run.ended_at ?? run.finished_at;
+    if (sorted.some((run, i) => i > 0 && endOf(sorted[i - 1]!) != null && endOf(sorted[i - 1]!)!.getTime() > run.started_at.getTime())) overlapping.push(key);
   }
   return overlapping;
 }

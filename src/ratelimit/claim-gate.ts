@@ -88,6 +88,12 @@ export class ClaimGate {
     queues: readonly string[],
     wanted: number,
     claim: (queues: string[], caps: ReadonlyMap<string, number> | undefined) => Promise<ClaimedJob[]>,
+    /**
+     * How many of them could start at once. A rate-limited queue gets no more tokens than that: a
+     * token is stamped when it is taken, so a job that waited in a worker's buffer (claim-ahead)
+     * would make its request later than its token says, and the window would let too many through.
+     */
+    startable = wanted,
   ): Promise<{ run: ClaimedJob[]; waiting: Array<{ jobs: ClaimedJob[]; delayMs: number; key: string }> }> {
     if (!this.limited) {
       const claimed = await claim([...queues], undefined);
@@ -96,7 +102,7 @@ export class ClaimGate {
       const { admitted, waiting } = await this.admit(strays);
       return { run: claimed.filter((job) => !strays.includes(job) || admitted.includes(job)), waiting };
     }
-    const plan = await this.plan(queues, wanted);
+    const plan = await this.plan(queues, Math.min(wanted, startable));
     if (plan.queues.length === 0) return { run: [], waiting: [] };
     let claimed: ClaimedJob[];
     try {
@@ -145,7 +151,7 @@ export class ClaimGate {
         plan.queues.push(queue);
         continue;
       }
-      if (this.isClosed(limit.key)) continue;
+      if (wanted <= 0 || this.isClosed(limit.key)) continue;
       const acquired = await this.limiter.acquire(limit, wanted);
       if (acquired.granted < wanted) this.closeFor(limit.key, acquired.nextInMs);
       if (acquired.granted === 0) continue;

@@ -36,10 +36,10 @@ export class Claimer {
 
   /**
    * Claims up to `wanted` jobs from the claimable queues (paused ones already left out), in queue
-   * order. Returns how many now wait for a slot. One empty claim never means "drained": SKIP LOCKED
+   * order; from a rate-limited queue, no more than `startable` (the slots free now). Returns how many now wait for a slot. One empty claim never means "drained": SKIP LOCKED
    * may have skipped rows another worker was locking.
    */
-  async claim(claimable: readonly string[], wanted: number): Promise<number> {
+  async claim(claimable: readonly string[], wanted: number, startable = wanted): Promise<number> {
     const queues = this.gate.openQueues(claimable);
     if (queues.length === 0) {
       if (claimable.length === 0) this.lastClaimWasEmpty = true;
@@ -50,7 +50,7 @@ export class Claimer {
     const joined: HeldJob[] = [];
     let result: Awaited<ReturnType<ClaimGate['claim']>>;
     try {
-      result = await this.gate.claim(queues, wanted, (open, caps) => this.claimRows(open, wanted, caps, joined));
+      result = await this.gate.claim(queues, wanted, (open, caps) => this.claimRows(open, wanted, caps, joined), startable);
     } catch (error) {
       // Whatever committed before the failure goes back unspent, and the error goes on.
       void this.recorder.putBack(joined.filter((entry) => entry.stage === 'claiming'), 'put back: the claim failed half-way');

@@ -10,7 +10,7 @@ export interface WorkerOptions {
   concurrency?: number;
   /**
    * Jobs claimed ahead of free slots, held in this worker (leases renewed) so a freed slot starts the
-   * next job without a round trip to the database. Default 0.
+   * next job without a round trip to the database. Default 0 (opt-in, as in graphile-worker): see the README's Claim-ahead.
    */
   prefetch?: number;
   /** Defaults for jobs that set none of their own. */

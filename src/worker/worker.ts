@@ -203,6 +203,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return Math.max(0, room);
   }
 
+  /** Slots free once the jobs already waiting have started. */
+  private startable(): number {
+    const slots = this.options.once ? 1 : this.options.concurrency;
+    return Math.max(0, slots - this.held.count('claiming', 'waiting', 'running'));
+  }
+
   private checkLimits(): void {
     const { maxJobs, maxTimeMs, memoryLimit } = this.options;
     if (maxJobs !== undefined && this.claimedCount >= maxJobs && this.held.count('waiting') === 0) this.requestStop('max-jobs');
@@ -217,7 +223,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         await this.checkServer();
         this.serverChecked = true;
       }
-      return this.claimer.claim(this.claimableQueues(), wanted);
+      return this.claimer.claim(this.claimableQueues(), wanted, this.startable());
     });
     this.claimedCount += claimed ?? 0;
     this.stats.buffered = this.held.count('waiting');

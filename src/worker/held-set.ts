@@ -30,7 +30,12 @@ export interface HeldJob {
 export class HeldSet {
   private readonly held = new Map<number, HeldJob>();
   private readonly counts: Record<HeldStage, number> = { claiming: 0, waiting: 0, running: 0, overdue: 0, recording: 0 };
-  private listeners: Array<() => void> = [];
+  /** Waiting jobs in claim order; entries that left the stage are skipped when met. */
+  private readonly waitingLine: HeldJob[] = [];
+  private changeScheduled = false;
+
+  /** `onChange` hears (once per turn of the microtask queue) that a slot freed or a job left the set. */
+  constructor(private readonly onChange: () => void = () => undefined) {}
 
   add(jobs: readonly ClaimedJob[], leaseEndsBy: (job: ClaimedJob) => number): void {
     for (const job of jobs) {
@@ -55,6 +60,7 @@ export class HeldSet {
     this.counts[stage]++;
     const freesSlot = entry.stage === 'running';
     entry.stage = stage;
+    if (stage === 'waiting') this.waitingLine.push(entry);
     if (freesSlot) this.notify();
   }
 
@@ -81,8 +87,11 @@ export class HeldSet {
 
   /** The next job waiting for a slot: in claim order (the claim returns jobs in queue order). */
   nextWaiting(): HeldJob | undefined {
-    if (this.counts.waiting === 0) return undefined;
-    for (const entry of this.held.values()) if (entry.stage === 'waiting') return entry;
+    while (this.waitingLine.length > 0) {
+      const entry = this.waitingLine[0]!;
+      if (entry.stage === 'waiting' && this.held.get(entry.job.id) === entry) return entry;
+      this.waitingLine.shift();
+    }
     return undefined;
   }
 
@@ -90,16 +99,12 @@ export class HeldSet {
     return [...this.held.keys()];
   }
 
-  /** Resolves at the next change that may free a slot or empty the set (after this turn of the event loop). */
-  changed(): Promise<void> {
-    return new Promise((resolve) => this.listeners.push(resolve));
-  }
-
   private notify(): void {
-    if (this.listeners.length === 0) return;
-    const listeners = this.listeners;
-    this.listeners = [];
-    // After the rest of this turn: jobs that finish together then share one claim.
-    setImmediate(() => listeners.forEach((resolve) => resolve()));
+    if (this.changeScheduled) return;
+    this.changeScheduled = true;
+    queueMicrotask(() => {
+      this.changeScheduled = false;
+      this.onChange();
+    });
   }
 }

@@ -6,13 +6,15 @@
 import mysql from 'mysql2/promise';
 import { createLogger, createMailq } from '../src/index.js';
 import { handled, noop, sleep50 } from './jobs.js';
-import { oneRowDrain } from './yardsticks.js';
+import { batchDrain, oneRowDrain } from './yardsticks.js';
 
 export interface ChildTask {
-  role: 'mailq' | 'one-row';
+  role: 'mailq' | 'one-row' | 'batch';
   url: string;
   queue: string;
   concurrency: number;
+  /** mailq only: jobs claimed ahead of free slots (unset: the worker's default). */
+  prefetch?: number;
 }
 
 export type ChildMessage = { type: 'ready' } | { type: 'done'; handled: number[]; cpuMs: number; error?: string };
@@ -29,7 +31,7 @@ async function runMailq(task: ChildTask): Promise<void> {
   // As `mailq work` would: default pool and settings, only the queue and concurrency chosen.
   const mq = createMailq({ databaseUrl: task.url, jobs: [noop, sleep50], logger: createLogger({ level: 'error', pretty: false }) });
   await mq.knex.raw('SELECT 1');
-  const worker = mq.worker({ queues: [task.queue], concurrency: task.concurrency, stopWhenEmpty: true });
+  const worker = mq.worker({ queues: [task.queue], concurrency: task.concurrency, prefetch: task.prefetch, stopWhenEmpty: true });
   await send({ type: 'ready' });
   await waitForGo();
   const cpu = process.cpuUsage();
@@ -38,13 +40,14 @@ async function runMailq(task: ChildTask): Promise<void> {
   await mq.close();
 }
 
-async function runOneRow(task: ChildTask): Promise<void> {
+async function runYardstick(task: ChildTask): Promise<void> {
   const pool = mysql.createPool({ uri: task.url, connectionLimit: task.concurrency, timezone: 'Z' });
   await Promise.all(Array.from({ length: task.concurrency }, async () => (await pool.getConnection()).release()));
   await send({ type: 'ready' });
   await waitForGo();
   const cpu = process.cpuUsage();
-  await oneRowDrain(pool, 'jobs', task.queue, task.concurrency, (id) => void handled.push(id));
+  const record = (id: number) => void handled.push(id);
+  await (task.role === 'batch' ? batchDrain(pool, 'jobs', task.queue, task.concurrency, record) : oneRowDrain(pool, 'jobs', task.queue, task.concurrency, record));
   await report(cpu);
   await pool.end();
 }
@@ -56,7 +59,7 @@ async function report(cpuAtGo: NodeJS.CpuUsage): Promise<void> {
 
 const task = JSON.parse(process.argv[2]!) as ChildTask;
 try {
-  await (task.role === 'mailq' ? runMailq(task) : runOneRow(task));
+  await (task.role === 'mailq' ? runMailq(task) : runYardstick(task));
 } catch (error) {
   await send({ type: 'done', handled, cpuMs: 0, error: (error as Error).stack ?? String(error) });
   process.exitCode = 1;

@@ -1,10 +1,8 @@
 import type { Knex } from 'knex';
 import type { TableNames } from '../src/db/tables.js';
+import { NEVER_USED } from '../src/ratelimit/limiter.js';
 
 export const name = '20261128000005_rate_limits_batches_schedule';
-
-/** A slot that was never used: older than any window. */
-export const NEVER_USED = '2000-01-01 00:00:00.000';
 
 export async function up(knex: Knex, tables: TableNames): Promise<void> {
   // A rate limit of L per P is L slots; a slot is free when its last use is at least P ago. Taking

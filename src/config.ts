@@ -10,7 +10,7 @@ import { parseDatabaseUrl } from './db/url.js';
 import { tableNameProblem, tablePrefixProblem } from './db/tables.js';
 import { nameProblem, quoteValue } from './names.js';
 import { scheduleEntrySchema } from './schedule/entry.js';
-import { parseRate } from './mailbox/rate.js';
+import { parseRate } from './ratelimit/rate.js';
 
 /**
  * One schema for every setting, whatever its source. Precedence: CLI flags, then environment
@@ -29,7 +29,7 @@ const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
 const timerDuration = duration.pipe(z.number().max(MAX_TIMER_MS, MAX_TIMER_TEXT));
 
 /** Upper bounds of counts that are settings and flags alike: past them, a value is a typo (1e9 processes would fork until the host falls over). */
-export const LIMITS = { concurrency: 10_000, processes: 1_000, tries: 10_000 } as const;
+export const LIMITS = { concurrency: 10_000, prefetch: 10_000, processes: 1_000, tries: 10_000 } as const;
 
 /** An integer from a number or its decimal text (env and flags are text); `true`, '' and '1e3' are not integers. */
 function integer(min: number, max: number = Number.MAX_SAFE_INTEGER) {
@@ -66,8 +66,12 @@ const queueList = z
   });
 
 const workerSchema = z.object({
+  /** The host name workers and supervisors report (`--hostname`, MAILQ_HOSTNAME); default: the machine's. */
+  hostname: z.string().trim().min(1).max(191).regex(/^[^\s:]+$/, 'a host name has no spaces or colons').optional(),
   queues: queueList.default(['default']),
   concurrency: integer(1, LIMITS.concurrency).default(1),
+  /** Jobs claimed ahead of free slots per process (unset: the worker's default). */
+  prefetch: integer(0, LIMITS.prefetch).optional(),
   processes: integer(1, LIMITS.processes).default(1),
   tries: integer(1, LIMITS.tries).default(1),
   timeout: timerDuration.default(60_000),
@@ -126,7 +130,11 @@ function checked(problem: (value: unknown) => string | undefined) {
 
 const tableName = checked(tableNameProblem);
 
-/** The mailbox sync job: where it runs and how hard it tries. Table names default to the prefixed ones. */
+/**
+ * The mailbox sync add-on (`mailq/mailbox`): where its job runs and how hard it tries. Table names
+ * default to the prefixed ones. Present (even as `mailbox: {}`, or through `--mailbox`) means enabled:
+ * `mailq migrate` creates its tables and every `mailq` process knows its job.
+ */
 const mailboxSchema = z.object({
   queue: checked(nameProblem).default('mailbox-sync'),
   tries: integer(1, LIMITS.tries).default(3),
@@ -153,14 +161,14 @@ export const settingsSchema = z.object({
   jobs: z.array(z.string()).default([]),
   worker: workerSchema.default(workerSchema.parse({})),
   tws: twsSchema.default(twsSchema.parse({})),
-  mailbox: mailboxSchema.default(mailboxSchema.parse({})),
+  mailbox: mailboxSchema.optional(),
   schedule: z.array(scheduleEntrySchema).default([]),
 });
 
 export type MailqSettings = z.output<typeof settingsSchema>;
 export type WorkerSettings = MailqSettings['worker'];
 export type TwsSettings = MailqSettings['tws'];
-export type MailboxSettings = MailqSettings['mailbox'];
+export type MailboxSettings = z.output<typeof mailboxSchema>;
 export type MailqConfigInput = z.input<typeof settingsSchema> & { configDir?: string };
 
 const CONFIG_FILE_NAMES = ['mailq.config.js', 'mailq.config.mjs', 'mailq.config.ts', 'mailq.config.mts'];
@@ -200,11 +208,20 @@ export async function loadSettings(options: LoadSettingsOptions = {}): Promise<L
 
 export function parseSettings(input: unknown, options: { databaseOptional?: boolean } = {}): MailqSettings {
   const schema = options.databaseOptional ? settingsSchema.extend({ databaseUrl: databaseUrl.optional().transform((url) => url ?? '') }) : settingsSchema;
-  const result = schema.safeParse(input);
+  const result = schema.safeParse(isPlainObject(input) ? withMailboxEnabledByTws(input) : input);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
   const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
   throw new ConfigError(`invalid setting ${where}${issue.message}`);
+}
+
+/**
+ * TWS settings (a `tws` section, MAILQ_TWS_URL, …) are only ever given to a process that syncs
+ * mailboxes, so they enable the mailbox add-on as `mailbox: {}` would: a worker deployed with
+ * them before the mailbox became an add-on keeps knowing its job.
+ */
+function withMailboxEnabledByTws(values: Record<string, unknown>): Record<string, unknown> {
+  return values.tws !== undefined && values.mailbox === undefined ? { ...values, mailbox: {} } : values;
 }
 
 function envValues(env: NodeJS.ProcessEnv): Record<string, unknown> {
@@ -214,6 +231,7 @@ function envValues(env: NodeJS.ProcessEnv): Record<string, unknown> {
     databaseUrl: env.MAILQ_DATABASE_URL || env.DATABASE_URL || undefined,
     tablePrefix: env.MAILQ_TABLE_PREFIX,
     logLevel: env.MAILQ_LOG_LEVEL,
+    worker: env.MAILQ_HOSTNAME ? { hostname: env.MAILQ_HOSTNAME } : undefined,
     tws: Object.keys(tws).length ? tws : undefined,
     mailbox: Object.keys(mailbox).length ? mailbox : undefined,
   });

@@ -3,6 +3,9 @@ import { parseDuration, type Duration } from './duration.js';
 /**
  * Errors the CLI turns into one clear line and an exit code, instead of a stack trace.
  * `exitCode` 2 means "you asked for something invalid"; 1 means "it could not be done".
+ *
+ * @example
+ * try { await mq.dispatch('send-email', payload); } catch (error) { if (error instanceof MailqError) process.exitCode = error.exitCode; }
  */
 export class MailqError extends Error {
   readonly exitCode: number;
@@ -13,21 +16,36 @@ export class MailqError extends Error {
   }
 }
 
-/** A setting, flag or URL that fails validation. */
+/**
+ * A setting, flag or URL that fails validation.
+ *
+ * @example
+ * expect(() => createMailq({ databaseUrl: 'postgres://db/app' })).toThrow(ConfigError);
+ */
 export class ConfigError extends MailqError {
   constructor(message: string) {
     super(message, { exitCode: 2 });
   }
 }
 
-/** A payload that fails its job's schema, or a job name nobody defined. */
+/**
+ * A payload that fails its job's schema, or a job name nobody defined.
+ *
+ * @example
+ * await expect(mq.dispatch(sendEmail, { userId: 'not a number' })).rejects.toThrow(InvalidJobError);
+ */
 export class InvalidJobError extends MailqError {
   constructor(message: string) {
     super(message, { exitCode: 2 });
   }
 }
 
-/** Thrown by a handler: the job can never succeed, so it goes to failed_jobs without further retries. */
+/**
+ * Thrown by a handler: the job can never succeed, so it goes to failed_jobs without further retries.
+ *
+ * @example
+ * if (response.status === 404) throw new PermanentError(`no account ${accountId}`);
+ */
 export class PermanentError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -38,6 +56,9 @@ export class PermanentError extends Error {
 /**
  * Thrown by a handler (or via `ctx.defer`) to put the job back without counting the attempt,
  * e.g. when an upstream API answers 429: waiting must never exhaust a job's tries.
+ *
+ * @example
+ * if (response.status === 429) throw new DeferJobError('30s', 'upstream rate limit');
  */
 export class DeferJobError extends Error {
   readonly delayMs: number;
@@ -49,10 +70,27 @@ export class DeferJobError extends Error {
   }
 }
 
-/** The attempt outlived its timeout. */
+/**
+ * The attempt outlived its timeout (the error a worker records; the handler sees its signal abort).
+ *
+ * @example
+ * worker.on('job:retrying', (job, error) => { if (error instanceof JobTimeoutError) console.warn(`job ${job.id} timed out`); });
+ */
 export class JobTimeoutError extends Error {
   constructor(timeoutMs: number) {
     super(`job timed out after ${timeoutMs} ms`);
     this.name = 'JobTimeoutError';
+  }
+}
+
+/**
+ * The reason a job's signal carries when its worker can no longer vouch for its reservation: the
+ * lease could not be renewed before it ran out (a partition from the database), or another worker
+ * took the job over. The worker writes nothing for that run; the job's next run is elsewhere.
+ */
+export class LeaseLostError extends Error {
+  constructor(detail: string) {
+    super(`lease lost: ${detail}`);
+    this.name = 'LeaseLostError';
   }
 }

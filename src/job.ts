@@ -4,8 +4,7 @@ import type { BackoffOption } from './backoff.js';
 import type { Duration } from './duration.js';
 import { ConfigError } from './errors.js';
 import { nameProblem, quoteValue } from './names.js';
-import { resolveRateLimit, type RateLimitOption } from './ratelimit/rate-limit.js';
-import type { JobRateLimit } from './ratelimit/claim-gate.js';
+import { resolveRateLimit, type JobRateLimit, type RateLimitOption } from './ratelimit/rate-limit.js';
 
 /** What a handler knows about the attempt it is running. */
 export interface JobContext {

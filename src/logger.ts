@@ -16,6 +16,12 @@ export interface CreateLoggerOptions {
   destination?: NodeJS.WritableStream;
 }
 
+/**
+ * A pino logger that censors secrets (passwords, tokens, database URLs) wherever they appear.
+ *
+ * @example
+ * const mq = createMailq({ databaseUrl, logger: createLogger({ level: 'warn' }) });
+ */
 export function createLogger(options: CreateLoggerOptions = {}): Logger {
   const pretty = options.pretty ?? Boolean(process.stderr.isTTY);
   const base: LoggerOptions = {

@@ -1,13 +1,13 @@
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { connect, poolLike } from './db/connection.js';
-import { tableNames, type TableNames, type TableOverrides } from './db/tables.js';
+import { tableNames, type TableNames } from './db/tables.js';
 import { InvalidJobError } from './errors.js';
 import { FailedJobs } from './failed/store.js';
 import { JobRegistry, type JobDefinition } from './job.js';
 import { createLogger } from './logger.js';
 import { Dispatcher, type DispatchedJob, type DispatchManyOptions, type DispatchManyResult, type DispatchOneOptions } from './queue/dispatcher.js';
-import { migrateLatest, migrateRollback, migrationStatus, type MigrationStatus } from './schema/migrate.js';
+import { migrateLatest, migrateRollback, migrationStatus, queueMigrations, type MigrationStatus } from './schema/migrate.js';
 import { Worker, type WorkerOptions } from './worker/worker.js';
 import { QueueControls } from './controls/queue-controls.js';
 import { Monitor } from './monitor/monitor.js';
@@ -30,8 +30,6 @@ export interface MailqOptions {
   knex?: Knex;
   /** Prefix for every mailq table, e.g. `mailq_` (letters, digits and _, at most 24 characters). */
   tablePrefix?: string;
-  /** Names for the mailbox tables when the app already owns them (used as given, without the prefix). */
-  tables?: TableOverrides;
   /** Job definitions this instance knows: dispatch by name and workers run them. */
   jobs?: JobDefinition[];
   logger?: Logger;
@@ -85,7 +83,7 @@ export class Mailq {
   constructor(options: MailqOptions) {
     if (!options.knex && !options.databaseUrl) throw new InvalidJobError('createMailq needs a databaseUrl or a knex instance');
     // Checked before any pool opens: the prefix goes into SQL as part of every table name.
-    this.tables = tableNames(options.tablePrefix, options.tables);
+    this.tables = tableNames(options.tablePrefix);
     // Pools open no connection until a query needs one.
     this.knex = options.knex ? poolLike(options.knex, { poolMax: options.poolMax }) : connect(options.databaseUrl!, { poolMax: options.poolMax });
     this.registry = new JobRegistry(options.jobs);
@@ -110,27 +108,41 @@ export class Mailq {
     return clearQueues(this.knex, this.tables, queues);
   }
 
-  /** Creates or upgrades mailq's tables; returns the migrations it applied. */
+  /** Creates or upgrades the queue's tables (an add-on such as `mailq/mailbox` migrates its own); returns the migrations it applied. */
   migrate(): Promise<string[]> {
-    return migrateLatest(this.knex, this.tables);
+    return migrateLatest(this.knex, queueMigrations(this.tables));
   }
 
   migrationStatus(): Promise<MigrationStatus> {
-    return migrationStatus(this.knex, this.tables);
+    return migrationStatus(this.knex, queueMigrations(this.tables));
   }
 
+  /** Undoes the queue's last batch of migrations, or all of them: its tables and their rows are dropped. */
   rollback(options: { all?: boolean } = {}): Promise<string[]> {
-    return migrateRollback(this.knex, this.tables, options.all);
+    return migrateRollback(this.knex, queueMigrations(this.tables), options.all);
   }
 
   /** Enqueues one job. Pass `transaction` to enqueue atomically with your own writes. */
   dispatch<P, I = P>(job: JobDefinition<P, I> | string, payload: I, options?: DispatchOneOptions): Promise<DispatchedJob> {
-    return this.dispatcher.dispatch(job, payload, options);
+    return this.dispatcher.dispatch(job, payload, options).then((dispatched) => this.wakeWorkers(dispatched, options?.transaction));
   }
 
   /** Validates every payload, then bulk-inserts them in chunks of multi-row INSERTs, in one transaction. */
   dispatchMany<P, I = P>(job: JobDefinition<P, I> | string, payloads: readonly I[], options?: DispatchManyOptions): Promise<DispatchManyResult> {
-    return this.dispatcher.dispatchMany(job, payloads, options);
+    return this.dispatcher.dispatchMany(job, payloads, options).then((dispatched) => this.wakeWorkers(dispatched, options?.transaction));
+  }
+
+  /**
+   * Idle workers of this instance on the dispatch's queue claim at once instead of at their next
+   * poll (other processes poll as before). Inside a caller's transaction: once it commits.
+   */
+  private wakeWorkers<T extends { queue: string }>(dispatched: T, transaction?: Knex.Transaction): T {
+    const wake = () => {
+      for (const worker of this.workers) if (worker.queues.includes(dispatched.queue)) worker.wake();
+    };
+    if (transaction) void transaction.executionPromise.then(wake, () => undefined);
+    else wake();
+    return dispatched;
   }
 
   /**
@@ -164,7 +176,9 @@ export class Mailq {
     registry.preflight(options.queues?.length ? options.queues : ['default']);
     const worker = new Worker(this.knex, this.tables, registry, this.logger, options);
     this.workers.add(worker);
-    worker.once('stopping', () => this.workers.delete(worker));
+    // Kept until its run has settled, not just begun to stop: close() waits for a draining worker.
+    const forget = () => void this.workers.delete(worker);
+    worker.once('stopping', () => void worker.stop().then(forget, forget));
     return worker;
   }
 
@@ -192,9 +206,14 @@ export class Mailq {
     return runDoctor(this.knex, this.tables, options);
   }
 
-  /** Stops this instance's workers gracefully and closes mailq's pool (an app's own knex stays open). */
+  /**
+   * Stops this instance's workers gracefully, waits until each has finished (those already
+   * stopping too: their running jobs end and are recorded, or are put back), then closes mailq's
+   * pool (an app's own knex stays open).
+   */
   async close(): Promise<void> {
-    await Promise.all([...this.workers].map((worker) => worker.stop()));
+    // A worker whose run failed has nothing left to wait for; its caller has the error.
+    await Promise.allSettled([...this.workers].map((worker) => worker.stop()));
     await this.knex.destroy();
   }
 
@@ -208,6 +227,22 @@ export class Mailq {
   }
 }
 
+/**
+ * What app code needs to queue work: a `Mailq`, or `fakeQueue()` from `mailq/testing` in its tests.
+ *
+ * @example
+ * export async function signUp(queue: JobQueue, user: { email: string }) {
+ *   await queue.dispatch(sendWelcome, { email: user.email });
+ * }
+ */
+export type JobQueue = Pick<Mailq, 'dispatch' | 'dispatchMany' | 'batch'>;
+
+/**
+ * Opens a queue on a database URL (or your own knex pool).
+ *
+ * @example
+ * const mq = createMailq({ databaseUrl: process.env.MAILQ_DATABASE_URL, jobs: [sendWelcome] });
+ */
 export function createMailq(options: MailqOptions): Mailq {
   return new Mailq(options);
 }

@@ -244,8 +244,8 @@ describe('dispatch: names, payloads and jobs nobody defines', () => {
     const forced = await dispatch('send-welcome-email', '{"to":"ana@example.com"}', '--force', '--queue', 'emails');
     expect(forced.code).toBe(0);
     expect(forced.out[0]).toMatch(/^Dispatched send-welcome-email as job \d+ on queue emails\.$/);
-    // The built-in mailbox job is loaded in every mailq process.
-    expect((await dispatch('sync-taxpayer-mailbox', '{"taxpayerId":1}')).code).toBe(0);
+    // The mailbox add-on's job is loaded wherever the add-on is enabled.
+    expect((await dispatch('sync-taxpayer-mailbox', '{"taxpayerId":1}', '--mailbox')).code).toBe(0);
     await mq.knex(mq.tables.jobs).whereIn('name', ['send-welcome-email', 'sync-taxpayer-mailbox']).delete();
   });
 

@@ -46,11 +46,11 @@ function worker(queue: string, ...flags: string[]): RunningProcess {
 }
 
 describe('worker processes', () => {
-  it('three processes drain 5,000 jobs and every job runs exactly once', async () => {
+  it.each([['0'], ['20']])('three processes drain 5,000 jobs and every job runs exactly once (--prefetch %s)', async (prefetch) => {
     const total = 5_000;
     await mq.dispatchMany('record', Array.from({ length: total }, (_, n) => ({ n })), { queue: 'bulk' });
 
-    const workers = [1, 2, 3].map(() => worker('bulk', '--concurrency', '10', '--stop-when-empty'));
+    const workers = [1, 2, 3].map(() => worker('bulk', '--concurrency', '10', '--prefetch', prefetch, '--stop-when-empty'));
     const results = await Promise.all(workers.map((process) => process.exited));
     for (const result of results) expect(result.code, result.stderr.slice(-2_000)).toBe(0);
 

@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/errors.js';
-import { createLogger, createMailq, parseDatabaseUrl, type Mailq } from '../src/index.js';
+import { createLogger, createMailq, type Mailq } from '../src/index.js';
+import { parseDatabaseUrl } from '../src/db/url.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 
 const silent = createLogger({ level: 'silent' });
@@ -17,9 +18,16 @@ describe('database URL options', () => {
     expect(parseDatabaseUrl('mysql://app:pw@db.example.com/queue?ssl=false').ssl).toBeUndefined();
     expect(() => parseDatabaseUrl('mysql://app:secret@h/queue?sslmode=require')).toThrow(ConfigError);
     expect(() => parseDatabaseUrl('mysql://app:secret@h/queue?sslmode=require')).toThrow(
-      "database URL 'mysql://app:***@h/queue?sslmode=require': unknown option 'sslmode' (supported: socket=<path>, ssl=true|skip-verify|false)",
+      "database URL 'mysql://app:***@h/queue?sslmode=require': unknown option 'sslmode' (supported: socket=<path>, ssl=true|skip-verify|false, connectTimeout=<duration>, stallCheck=<duration>|off)",
     );
     expect(() => parseDatabaseUrl('mysql://app@h/queue?ssl=maybe')).toThrow(/ssl=maybe: expected ssl=true, ssl=skip-verify or ssl=false/);
+  });
+
+  it('connectTimeout= and stallCheck= take durations (stallCheck=off turns the check off)', () => {
+    expect(parseDatabaseUrl('mysql://app@h/queue?connectTimeout=3s&stallCheck=750ms')).toMatchObject({ connectTimeoutMs: 3_000, stallCheckMs: 750 });
+    expect(parseDatabaseUrl('mysql://app@h/queue?stallCheck=off').stallCheckMs).toBe(0);
+    expect(parseDatabaseUrl('mysql://app@h/queue').stallCheckMs).toBeUndefined();
+    expect(() => parseDatabaseUrl('mysql://app@h/queue?stallCheck=soon')).toThrow(/stallCheck=soon: invalid duration/);
   });
 });
 

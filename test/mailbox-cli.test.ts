@@ -7,6 +7,7 @@ import { connect, type Knex } from '../src/db/connection.js';
 import { tableNames } from '../src/db/tables.js';
 import { fakeMailboxMessages, startFakeTws, type FakeTws } from '../src/mailbox/fake-tws.js';
 import { MailboxStore } from '../src/mailbox/store.js';
+import { mailboxTables } from '../src/mailbox/tables.js';
 import { WorkerRows } from '../src/worker/worker-rows.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { captureOutput, countRows, seedTaxpayers, taxIdOf } from './support/mailbox.js';
@@ -18,6 +19,7 @@ let knex: Knex;
 let store: MailboxStore;
 let ids: number[];
 const tables = tableNames();
+const mailbox = mailboxTables({ tables });
 
 async function mailq(...args: string[]) {
   const output = captureOutput();
@@ -32,9 +34,9 @@ async function jobRows() {
 
 beforeAll(async () => {
   db = await createTestDatabase('mailbox-cli');
-  expect((await mailq('migrate')).code).toBe(0);
+  expect((await mailq('migrate', '--mailbox')).code).toBe(0);
   knex = connect(db.url);
-  store = new MailboxStore(knex, tables);
+  store = new MailboxStore(knex, mailbox);
   // 30 taxpayers in teams 1..3; taxpayer 30 is inactive.
   ids = await seedTaxpayers(store, 30, { teams: 3, inactive: [30] });
 });
@@ -94,7 +96,7 @@ describe('mailq sync-mailbox --queue', () => {
 
   it('narrows to teams and taxpayers, and takes the job settings as flags', async () => {
     expect((await mailq('sync-mailbox', '--queue', '--team', '2')).code).toBe(0);
-    const team2 = (await knex(tables.taxpayers).where({ team_id: 2, active: true }).orderBy('id').pluck('id')).map(Number);
+    const team2 = (await knex(mailbox.taxpayers).where({ team_id: 2, active: true }).orderBy('id').pluck('id')).map(Number);
     expect((await jobRows()).map((row) => (row.payload as { taxpayerId: number }).taxpayerId)).toEqual(team2);
     await knex(tables.jobs).delete();
 
@@ -115,7 +117,7 @@ describe('mailq sync-mailbox --queue', () => {
 
     const asJson = await mailq('sync-mailbox', '--queue', '--team', '1', '--json');
     expect(asJson.code).toBe(0);
-    const team1 = await countRows(knex, tables.taxpayers, { team_id: 1, active: true });
+    const team1 = await countRows(knex, mailbox.taxpayers, { team_id: 1, active: true });
     expect(JSON.parse(asJson.out)).toMatchObject({ taxpayers: team1, dispatched: team1, queue: 'mailbox-sync', tries: 3, timeoutMs: 120_000, backoff: [60_000, 120_000, 300_000], dryRun: false, workers: { workers: 0, slots: 0 } });
   });
 
@@ -159,13 +161,13 @@ describe('mailq sync-mailbox (direct mode)', () => {
     expect(out).toMatch(/│ Concurrency\s+│ 4\s+│/);
     expect(out).toMatch(new RegExp(`│ TWS 404: taxpayer not found\\s+│ 1\\s+│ ${ids[3]}: ${taxIdOf(4)}: answered 404`));
     expect(out).toMatch(new RegExp(`│ TWS 403: access forbidden\\s+│ 1\\s+│ ${ids[6]}: ${taxIdOf(7)}: answered 403`));
-    expect(await countRows(knex, tables.mailboxMessages)).toBe(expectedMessages);
+    expect(await countRows(knex, mailbox.mailboxMessages)).toBe(expectedMessages);
     // Direct mode does not go through the queue.
     expect(await countRows(knex, tables.jobs)).toBe(0);
     expect(await countRows(knex, tables.failedJobs)).toBe(0);
 
     const again = await mailq('sync-mailbox', '--team', '1', '--json');
-    const team1 = (await knex(tables.taxpayers).where({ team_id: 1, active: true }).pluck('tax_id')) as string[];
+    const team1 = (await knex(mailbox.taxpayers).where({ team_id: 1, active: true }).pluck('tax_id')) as string[];
     const result = JSON.parse(again.out) as { total: number; synced: number; failed: number };
     expect(result.total).toBe(team1.length);
     expect(result.failed).toBe(team1.filter((taxId) => broken.includes(taxId)).length);
@@ -207,15 +209,15 @@ describe('mailq work runs the built-in sync job, configured from the environment
     const tws = await startFakeTws({ token: TOKEN, latencyMs: 5, brokenTaxpayers: [taxIdOf(2)] });
     try {
       // Forget the direct-mode test's syncs, so TWS sends whole mailboxes again.
-      await knex(tables.mailboxMessages).delete();
-      await knex(tables.taxpayers).update({ last_synced_at: null });
+      await knex(mailbox.mailboxMessages).delete();
+      await knex(mailbox.taxpayers).update({ last_synced_at: null });
       const chosen = ids.slice(0, 6);
       expect((await mailq('sync-mailbox', '--queue', ...chosen.flatMap((id) => ['--taxpayer', String(id)]))).code).toBe(0);
       const worker = await run(['work', '--queue', 'mailbox-sync', '--concurrency', '3', '--stop-when-empty', '--log-level', 'info'], { MAILQ_DATABASE_URL: db.url, MAILQ_TWS_URL: tws.url, MAILQ_TWS_TOKEN: TOKEN });
       expect(worker.code).toBe(0);
       expect(await countRows(knex, tables.jobs)).toBe(0);
       const expected = [1, 3, 4, 5, 6].reduce((sum, n) => sum + fakeMailboxMessages(taxIdOf(n)).length, 0);
-      expect(await countRows(knex, tables.mailboxMessages)).toBe(expected);
+      expect(await countRows(knex, mailbox.mailboxMessages)).toBe(expected);
       const failed = (await knex(tables.failedJobs).select('attempts', 'exception', 'payload')) as Array<{ attempts: number; exception: string; payload: string }>;
       expect(failed).toHaveLength(1);
       expect(failed[0]!.attempts).toBe(1);
@@ -261,7 +263,9 @@ describe('mailq demo', () => {
     expect(code).toBe(0);
     expect(out).toContain('Database: the configured database');
     expect(out).toContain('Seeded 40 taxpayers (2 that TWS refuses for good, 1 whose mailbox TWS garbles)');
-    expect(out).toMatch(/│ Wall time\s+│ [^│]+ \(projected\)\s+│ [^│]+ \(measured\)/);
+    // Like with like: first attempts on both sides; the retries and their backoff on a line of their own.
+    expect(out).toMatch(/│ First pass\s+│ [^│]+ \(projected from 10\)\s+│ [^│]+ \(measured\)/);
+    expect(out).toMatch(/Retry tail: .*\(?3 tries, backoff 10ms\)?\. Queue run in all: \S+\./);
     expect(out).toMatch(/│ Synced\s+│ 37\s+│/);
     expect(out).toMatch(/│ Failed\s+│ 3 \(2 after 1 attempt, 1 after 3 attempts\)/);
     expect(out).toMatch(/│ TWS 404: taxpayer not found\s+│ 1\s+│/);
@@ -272,14 +276,19 @@ describe('mailq demo', () => {
   });
 
   it('runs its workers as `mailq work` processes with --processes, and --keep keeps the tables', async () => {
-    const { code, out } = await mailq('demo', '--taxpayers', '30', '--latency', '5ms', '--concurrency', '3', '--processes', '2', '--backoff', '10ms', '--error-rate', '0', '--keep', '--json');
+    const { code, out } = await mailq('demo', '--taxpayers', '30', '--latency', '5ms', '--concurrency', '3', '--processes', '2', '--backoff', '1s', '--error-rate', '0', '--keep', '--json');
     expect(code).toBe(0);
-    const result = JSON.parse(out) as { synced: number; failed: number; processes: number; failedByAttempts: Record<string, number>; kept: { tablePrefix: string } };
+    const result = JSON.parse(out) as { synced: number; failed: number; processes: number; failedByAttempts: Record<string, number>; kept: { tablePrefix: string }; firstPassMs: number; queueMs: number; retriesAfterFirstPass: number; speedUp: number; directProjectedMs: number };
     expect(result).toMatchObject({ synced: 27, failed: 3, processes: 2, failedByAttempts: { 1: 2, 3: 1 }, kept: { tablePrefix: 'mailq_demo_' } });
+    // The malformed taxpayer fails its first attempt and is retried twice, a second apart: when every
+    // taxpayer has been tried once it still waits, and the run ends later, in the retry tail.
+    expect(result.retriesAfterFirstPass).toBe(1);
+    expect(result.firstPassMs).toBeLessThan(result.queueMs - 500);
+    expect(result.speedUp).toBeCloseTo(result.directProjectedMs / result.firstPassMs, 5);
     const demoTables = tableNames('mailq_demo_');
     expect(await countRows(knex, demoTables.jobs)).toBe(0);
     expect(await countRows(knex, demoTables.failedJobs)).toBe(3);
-    expect(await countRows(knex, demoTables.taxpayers, { last_sync_status: 'ok' })).toBe(27);
+    expect(await countRows(knex, mailboxTables({ tables: demoTables }).taxpayers, { last_sync_status: 'ok' })).toBe(27);
   });
 });
 

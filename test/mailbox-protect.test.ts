@@ -5,7 +5,9 @@ import { createMailq, type Mailq } from '../src/mailq.js';
 import { startFakeTws, type FakeTws } from '../src/mailbox/fake-tws.js';
 import { dispatchMailboxSync } from '../src/mailbox/dispatch.js';
 import { mailboxSyncJob, MAILBOX_SYNC_QUEUE, TWS_RATE_LIMIT_KEY } from '../src/mailbox/job.js';
-import { mailboxJobOptions } from '../src/mailbox/register.js';
+import { mailboxJobOptions } from '../src/mailbox/from-settings.js';
+import { migrateMailbox } from '../src/mailbox/schema.js';
+import { mailboxTables } from '../src/mailbox/tables.js';
 import { MailboxSync } from '../src/mailbox/sync.js';
 import { resolveRateLimit } from '../src/ratelimit/rate-limit.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
@@ -28,7 +30,8 @@ async function setUp(prefix: string, tws: FakeTws, rate: { limit: number; per: s
   const mq = createMailq({ databaseUrl: db.url, tablePrefix: prefix, logger: createLogger({ level: 'silent' }) });
   open.push(mq);
   await mq.migrate();
-  const sync = new MailboxSync({ knex: mq.knex, tables: mq.tables, tws: { url: tws.url, token: TOKEN } });
+  await migrateMailbox(mq);
+  const sync = new MailboxSync({ knex: mq.knex, tables: mailboxTables(mq), tws: { url: tws.url, token: TOKEN } });
   const job = mailboxSyncJob(sync, { tries: 1, rateLimit: { key: TWS_RATE_LIMIT_KEY, ...rate } });
   mq.registry.add(job);
   const ids = await seedTaxpayers(sync.store, 3);
@@ -47,7 +50,7 @@ async function runOnce(mq: Mailq): Promise<void> {
 
 describe('the mailbox job under the TWS rate limit', () => {
   it('takes its limit from MAILQ_TWS_RATE_LIMIT (tws.rateLimit); off turns it off; a bad one is a config error', () => {
-    const settings = (rateLimit?: string) => parseSettings({ databaseUrl: 'mysql://root@127.0.0.1/x', ...(rateLimit ? { tws: { rateLimit } } : {}) });
+    const settings = (rateLimit?: string) => parseSettings({ databaseUrl: 'mysql://root@127.0.0.1/x', mailbox: {}, ...(rateLimit ? { tws: { rateLimit } } : {}) });
     expect(mailboxJobOptions(settings()).rateLimit).toEqual({ key: 'tws-api', limit: 100, per: '60000ms' });
     expect(mailboxJobOptions(settings('10/s')).rateLimit).toEqual({ key: 'tws-api', limit: 10, per: '1000ms' });
     expect(mailboxJobOptions(settings('off')).rateLimit).toBeUndefined();

@@ -6,6 +6,8 @@ import { createLogger } from '../src/logger.js';
 import { createMailq, type Mailq } from '../src/mailq.js';
 import { fakeMailboxMessages, startFakeTws } from '../src/mailbox/fake-tws.js';
 import { MailboxSync } from '../src/mailbox/sync.js';
+import { migrateMailbox, rollbackMailbox } from '../src/mailbox/schema.js';
+import { mailboxTables } from '../src/mailbox/tables.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { captureOutput, countRows, seedTaxpayers, taxIdOf } from './support/mailbox.js';
 
@@ -34,12 +36,14 @@ async function tablesIn(mq: Mailq): Promise<string[]> {
 
 describe('mailbox table names', () => {
   it('are the app\'s to choose: the sync reads and writes the tables it is told', async () => {
-    const mq = queue({ tablePrefix: 'q_', tables: { taxpayers: 'clients', mailboxMessages: 'client_inbox' } });
+    const mq = queue({ tablePrefix: 'q_' });
+    const tables = mailboxTables(mq, { taxpayers: 'clients', mailboxMessages: 'client_inbox' });
     await mq.migrate();
-    expect(await tablesIn(mq)).toEqual(expect.arrayContaining(['clients', 'client_inbox', 'q_jobs', 'q_failed_jobs']));
+    await migrateMailbox(mq, tables);
+    expect(await tablesIn(mq)).toEqual(expect.arrayContaining(['clients', 'client_inbox', 'q_jobs', 'q_failed_jobs', 'q_mailq_mailbox_migrations']));
     const tws = await startFakeTws({ token: 't' });
     try {
-      const sync = new MailboxSync({ knex: mq.knex, tables: mq.tables, tws: { url: tws.url, token: 't' } });
+      const sync = new MailboxSync({ knex: mq.knex, tables, tws: { url: tws.url, token: 't' } });
       const [id] = await seedTaxpayers(sync.store, 1);
       expect(await sync.syncTaxpayer(id!)).toMatchObject({ status: 'synced', messages: fakeMailboxMessages(taxIdOf(1)).length });
       expect(await countRows(mq.knex, 'client_inbox')).toBe(fakeMailboxMessages(taxIdOf(1)).length);
@@ -49,7 +53,8 @@ describe('mailbox table names', () => {
   });
 
   it('an existing app table is left alone by migrate, and by a rollback', async () => {
-    const mq = queue({ tablePrefix: 'own_', tables: { taxpayers: 'app_taxpayers' } });
+    const mq = queue({ tablePrefix: 'own_' });
+    const tables = mailboxTables(mq, { taxpayers: 'app_taxpayers' });
     await mq.knex.raw(`CREATE TABLE app_taxpayers (
       id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, team_id BIGINT UNSIGNED NULL, tax_id VARCHAR(32) NOT NULL UNIQUE,
       name VARCHAR(255) NOT NULL DEFAULT '', active BOOLEAN NOT NULL DEFAULT TRUE, vip BOOLEAN NOT NULL DEFAULT FALSE,
@@ -57,9 +62,11 @@ describe('mailbox table names', () => {
       last_sync_error_code VARCHAR(32) NULL, last_sync_error TEXT NULL, last_sync_duration_ms INT UNSIGNED NULL, last_sync_messages INT UNSIGNED NULL)`);
     await mq.knex('app_taxpayers').insert({ tax_id: '20999999999', name: 'Existing S.A.', vip: true });
     await mq.migrate();
+    await migrateMailbox(mq, tables);
     expect(await mq.knex('app_taxpayers').select('tax_id', 'vip')).toEqual([{ tax_id: '20999999999', vip: 1 }]);
     expect(await tablesIn(mq)).toContain('own_mailbox_messages');
 
+    await rollbackMailbox(mq, tables, { all: true });
     await mq.rollback({ all: true });
     const left = await tablesIn(mq);
     expect(left).toContain('app_taxpayers');
@@ -69,15 +76,17 @@ describe('mailbox table names', () => {
   });
 
   it('come from settings: MAILQ_TAXPAYERS_TABLE reaches the CLI', async () => {
-    const mq = queue({ tablePrefix: 'cli_', tables: { taxpayers: 'cli_clients' } });
+    const mq = queue({ tablePrefix: 'cli_' });
+    const tables = mailboxTables(mq, { taxpayers: 'cli_clients' });
     await mq.migrate();
-    const sync = new MailboxSync({ knex: mq.knex, tables: mq.tables });
+    await migrateMailbox(mq, tables);
+    const sync = new MailboxSync({ knex: mq.knex, tables });
     await seedTaxpayers(sync.store, 7);
     const output = captureOutput();
     process.env.MAILQ_TAXPAYERS_TABLE = 'cli_clients';
     try {
       const code = await main(['sync-mailbox', '--queue', '--dry-run', '--prefix', 'cli_', '--database-url', db.url], output);
-      expect(code).toBe(0);
+      expect(code, output.text() + output.stderr.join('\n')).toBe(0);
     } finally {
       delete process.env.MAILQ_TAXPAYERS_TABLE;
     }
@@ -88,8 +97,14 @@ describe('mailbox table names', () => {
 describe('mailbox settings', () => {
   const env = { MAILQ_DATABASE_URL: 'mysql://root@127.0.0.1:3306/x' };
 
+  it('are absent (the add-on is off) unless a mailbox or TWS setting, or --mailbox, is given', async () => {
+    expect((await loadSettings({ env, cwd: '/' })).settings.mailbox).toBeUndefined();
+    expect((await loadSettings({ env: { ...env, MAILQ_TWS_URL: 'http://tws.example/api' }, cwd: '/' })).settings.mailbox).toBeDefined();
+    expect((await loadSettings({ env: { ...env, MAILQ_TAXPAYERS_TABLE: 'clients' }, cwd: '/' })).settings.mailbox).toMatchObject({ taxpayersTable: 'clients' });
+  });
+
   it('default to tries 3, backoff 60/120/300 s, timeout 120 s, queue mailbox-sync', async () => {
-    const { settings } = await loadSettings({ env, cwd: '/' });
+    const { settings } = await loadSettings({ env, flags: { mailbox: {} }, cwd: '/' });
     expect(settings.mailbox).toEqual({ queue: 'mailbox-sync', tries: 3, backoff: [60_000, 120_000, 300_000], timeout: 120_000 });
     expect(settings.tws).toMatchObject({ requestTimeout: 30_000 });
   });

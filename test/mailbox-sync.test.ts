@@ -6,6 +6,8 @@ import { fakeMailboxMessages, startFakeTws, type FakeTws, type FakeTwsOptions } 
 import { dispatchMailboxSync } from '../src/mailbox/dispatch.js';
 import { mailboxSyncJob, MAILBOX_SYNC_JOB, MAILBOX_SYNC_QUEUE, type MailboxSyncJobOptions } from '../src/mailbox/job.js';
 import { MailboxSync } from '../src/mailbox/sync.js';
+import { migrateMailbox } from '../src/mailbox/schema.js';
+import { mailboxTables } from '../src/mailbox/tables.js';
 import { createTwsClient, type TwsClient } from '../src/mailbox/tws.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { countRows, drain, seedTaxpayers, snapshot, taxIdOf, until } from './support/mailbox.js';
@@ -35,9 +37,10 @@ async function setUp(prefix: string, taxpayers: number, fake: FakeTwsOptions, jo
   const mq = createMailq({ databaseUrl: db.url, tablePrefix: prefix, logger: createLogger({ level: 'silent' }) });
   open.push(mq);
   await mq.migrate();
+  await migrateMailbox(mq);
   const tws = await startFakeTws({ token: TOKEN, ...fake });
   open.push(tws);
-  const sync = new MailboxSync({ knex: mq.knex, tables: mq.tables, tws: client ? client(tws) : { url: tws.url, token: TOKEN } });
+  const sync = new MailboxSync({ knex: mq.knex, tables: mailboxTables(mq), tws: client ? client(tws) : { url: tws.url, token: TOKEN } });
   mq.registry.add(mailboxSyncJob(sync, job));
   const ids = await seedTaxpayers(sync.store, taxpayers);
   return { mq, tws, sync, ids };
@@ -55,7 +58,7 @@ interface StoredMessage {
 }
 
 async function storedMessages(mq: Mailq, taxpayerId: number) {
-  const rows = (await mq.knex(mq.tables.mailboxMessages).where({ taxpayer_id: taxpayerId }).orderBy('tws_id')) as StoredMessage[];
+  const rows = (await mq.knex(mailboxTables(mq).mailboxMessages).where({ taxpayer_id: taxpayerId }).orderBy('tws_id')) as StoredMessage[];
   return rows.map((row) => ({
     id: row.tws_id,
     subject: row.subject,
@@ -78,7 +81,7 @@ async function failedJobs(mq: Mailq) {
 }
 
 async function taxpayerRow(mq: Mailq, id: number) {
-  return (await mq.knex(mq.tables.taxpayers).where({ id }).first()) as { last_sync_status: string | null; last_sync_error_code: string | null; last_sync_error: string | null; last_synced_at: Date | null };
+  return (await mq.knex(mailboxTables(mq).taxpayers).where({ id }).first()) as { last_sync_status: string | null; last_sync_error_code: string | null; last_sync_error: string | null; last_synced_at: Date | null };
 }
 
 describe('a full sync of 300 taxpayers through real workers, with transient TWS errors', () => {
@@ -100,7 +103,7 @@ describe('a full sync of 300 taxpayers through real workers, with transient TWS 
     for (const [index, id] of ids.entries()) {
       const taxId = taxIdOf(index + 1);
       if (broken.includes(taxId) || malformed.includes(taxId)) {
-        expect(await countRows(mq.knex, mq.tables.mailboxMessages, { taxpayer_id: id })).toBe(0);
+        expect(await countRows(mq.knex, mailboxTables(mq).mailboxMessages, { taxpayer_id: id })).toBe(0);
         continue;
       }
       const expected = expectedMessages(taxId, seed);
@@ -109,7 +112,7 @@ describe('a full sync of 300 taxpayers through real workers, with transient TWS 
       expect((await taxpayerRow(mq, id)).last_sync_status).toBe('ok');
     }
     expect(expectedTotal).toBeGreaterThan(1000);
-    expect(await countRows(mq.knex, mq.tables.mailboxMessages)).toBe(expectedTotal);
+    expect(await countRows(mq.knex, mailboxTables(mq).mailboxMessages)).toBe(expectedTotal);
     // The transient errors really happened, and the retries got past them.
     expect(tws.stats().serverErrors).toBeGreaterThan(10);
     expect(await countRows(mq.knex, mq.tables.jobs)).toBe(0);
@@ -139,25 +142,25 @@ describe('a full sync of 300 taxpayers through real workers, with transient TWS 
 
   it('changes no row when the same mailboxes are synced again from scratch', async () => {
     const { mq, tws } = setup;
-    const before = await snapshot(mq.knex, mq.tables.mailboxMessages);
+    const before = await snapshot(mq.knex, mailboxTables(mq).mailboxMessages);
     // As if every job had died after writing but before recording its watermark: TWS sends it all again.
-    await mq.knex(mq.tables.taxpayers).update({ last_synced_at: null });
+    await mq.knex(mailboxTables(mq).taxpayers).update({ last_synced_at: null });
     await mq.knex(mq.tables.failedJobs).delete();
     const okBefore = tws.stats().ok;
     await dispatchMailboxSync(setup.mq);
     await drain(mq, { workers: 2, concurrency: 8 });
     expect(tws.stats().ok - okBefore).toBeGreaterThanOrEqual(300 - broken.length - malformed.length);
-    expect(await snapshot(mq.knex, mq.tables.mailboxMessages)).toEqual(before);
+    expect(await snapshot(mq.knex, mailboxTables(mq).mailboxMessages)).toEqual(before);
   });
 
   it('rewrites a message whose content TWS reports differently, and marks when', async () => {
     const { mq, ids } = setup;
-    const target = (await mq.knex(mq.tables.mailboxMessages).where({ taxpayer_id: ids[0]! }).orderBy('id').first()) as { id: number; is_read: number; synced_at: Date; subject: string };
-    await mq.knex(mq.tables.mailboxMessages).where({ id: target.id }).update({ is_read: target.is_read ? 0 : 1, subject: 'stale', content_hash: 'stale', synced_at: new Date('2020-01-01T00:00:00Z') });
-    await mq.knex(mq.tables.taxpayers).where({ id: ids[0]! }).update({ last_synced_at: null });
+    const target = (await mq.knex(mailboxTables(mq).mailboxMessages).where({ taxpayer_id: ids[0]! }).orderBy('id').first()) as { id: number; is_read: number; synced_at: Date; subject: string };
+    await mq.knex(mailboxTables(mq).mailboxMessages).where({ id: target.id }).update({ is_read: target.is_read ? 0 : 1, subject: 'stale', content_hash: 'stale', synced_at: new Date('2020-01-01T00:00:00Z') });
+    await mq.knex(mailboxTables(mq).taxpayers).where({ id: ids[0]! }).update({ last_synced_at: null });
     await mq.dispatch(MAILBOX_SYNC_JOB, { taxpayerId: ids[0]! });
     await drain(mq);
-    const after = (await mq.knex(mq.tables.mailboxMessages).where({ id: target.id }).first()) as typeof target;
+    const after = (await mq.knex(mailboxTables(mq).mailboxMessages).where({ id: target.id }).first()) as typeof target;
     expect({ is_read: after.is_read, subject: after.subject }).toEqual({ is_read: target.is_read, subject: target.subject });
     expect(after.synced_at.getTime()).toBeGreaterThan(new Date('2020-01-01T00:00:00Z').getTime());
   });
@@ -222,7 +225,7 @@ describe('a malformed TWS page', () => {
     await drain(mq, {
       onWorker: (worker) =>
         worker.on('job:retrying', () => {
-          between.push(Promise.all([taxpayerRow(mq, ids[0]!), countRows(mq.knex, mq.tables.mailboxMessages, { taxpayer_id: ids[0]! })]));
+          between.push(Promise.all([taxpayerRow(mq, ids[0]!), countRows(mq.knex, mailboxTables(mq).mailboxMessages, { taxpayer_id: ids[0]! })]));
         }),
     });
     const seen = await Promise.all(between);
@@ -233,7 +236,7 @@ describe('a malformed TWS page', () => {
 
     // Both attempts read page 1 and page 2 from the server, and wrote nothing.
     expect(tws.stats().perTaxpayer[taxIdOf(1)]).toMatchObject({ requests: 4, ok: 4 });
-    expect(await countRows(mq.knex, mq.tables.mailboxMessages, { taxpayer_id: ids[0]! })).toBe(0);
+    expect(await countRows(mq.knex, mailboxTables(mq).mailboxMessages, { taxpayer_id: ids[0]! })).toBe(0);
     expect(await taxpayerRow(mq, ids[0]!)).toMatchObject({ last_sync_status: 'failed', last_sync_error_code: 'malformed', last_synced_at: null });
     const [failed] = await failedJobs(mq);
     expect(failed).toMatchObject({ taxpayerId: ids[0], attempts: 2 });
@@ -255,7 +258,7 @@ describe('failures no retry can fix', () => {
     for (const job of failed) expect(job.reason).toMatch(/answered 401: missing or invalid token; check the TWS token$/);
     expect(tws.stats().unauthorized).toBe(2);
     for (const id of ids) expect(await taxpayerRow(mq, id)).toMatchObject({ last_sync_status: 'failed', last_sync_error_code: 'unauthorized' });
-    const everything = JSON.stringify([await snapshot(mq.knex, mq.tables.failedJobs), await snapshot(mq.knex, mq.tables.taxpayers)]);
+    const everything = JSON.stringify([await snapshot(mq.knex, mq.tables.failedJobs), await snapshot(mq.knex, mailboxTables(mq).taxpayers)]);
     expect(everything).not.toContain(wrongToken);
   });
 
@@ -281,6 +284,6 @@ describe('a sync that outlives its timeout', () => {
     expect(await taxpayerRow(mq, ids[0]!)).toMatchObject({ last_sync_status: 'failed', last_sync_error_code: 'timeout', last_synced_at: null });
     // Past the moment TWS would have answered: had the request not been aborted, it would have been stored.
     await new Promise((resolve) => setTimeout(resolve, 1_300));
-    expect(await countRows(mq.knex, mq.tables.mailboxMessages)).toBe(0);
+    expect(await countRows(mq.knex, mailboxTables(mq).mailboxMessages)).toBe(0);
   });
 });

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createBrokenTaxpayerRule, fakeMailboxMessages, startFakeTws, type FakeTws, type FakeTwsOptions, type FakeTwsStats } from '../src/mailbox/fake-tws.js';
-import { formatRate, parseRate, SlidingWindowLimiter } from '../src/mailbox/rate.js';
+import { formatRate, parseRate } from '../src/ratelimit/rate.js';
+import { SlidingWindowLimiter } from '../src/mailbox/sliding-window.js';
 import { createTwsClient, parseRetryAfter, TwsError, type TwsClientOptions } from '../src/mailbox/tws.js';
 
 const TOKEN = 's3cret-token-Zq8';

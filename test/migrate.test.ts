@@ -6,6 +6,11 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Knex } from 'knex';
 import { migrations } from '../migrations/index.js';
+import { tableNames } from '../src/db/tables.js';
+import { mailboxMigrations } from '../src/mailbox/migrations/index.js';
+import { mailboxMigrationStatus, migrateMailbox } from '../src/mailbox/schema.js';
+import { mailboxTables } from '../src/mailbox/tables.js';
+import type { MailqMigration } from '../src/schema/migration-set.js';
 import { assertSupportedServer, parseServerVersion, supportsSkipLocked } from '../src/db/server-version.js';
 import type { Mailq } from '../src/mailq.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
@@ -29,7 +34,7 @@ afterAll(async () => {
 
 async function tablesOf(mailq: Mailq): Promise<string[]> {
   const [rows] = (await mailq.knex.raw('SELECT table_name AS name FROM information_schema.tables WHERE table_schema = DATABASE() ORDER BY table_name')) as [Array<{ name: string }>];
-  return rows.map((row) => row.name);
+  return rows.map((row) => row.name).sort();
 }
 
 async function columnTypes(mailq: Mailq, table: string): Promise<Record<string, string>> {
@@ -39,10 +44,13 @@ async function columnTypes(mailq: Mailq, table: string): Promise<Record<string, 
   return Object.fromEntries(rows.map((row) => [row.name, row.type.toLowerCase()]));
 }
 
+/** The queue's tables, and nothing of the mailbox add-on. */
+const QUEUE_TABLES = ['failed_jobs', 'job_batches', 'jobs', 'mailq_migrations', 'mailq_migrations_lock', 'queue_controls', 'queue_stats', 'rate_limit_keys', 'rate_limits', 'schedule_runs', 'workers'].sort();
+
 describe('migrate', () => {
   it('creates jobs and failed_jobs with the columns DESIGN.md lists, times as DATETIME(3)', async () => {
     expect(await mq.migrate()).toEqual(latest);
-    expect(await tablesOf(mq)).toEqual(expect.arrayContaining(['failed_jobs', 'jobs', 'mailq_migrations']));
+    expect(await tablesOf(mq)).toEqual(QUEUE_TABLES);
 
     const jobs = await columnTypes(mq, 'jobs');
     for (const column of ['id', 'uuid', 'queue', 'name', 'payload', 'attempts', 'deferrals', 'max_attempts', 'backoff', 'timeout_ms', 'priority', 'reserved_by', 'unique_key', 'batch_id']) {
@@ -101,51 +109,66 @@ describe('migrate', () => {
   });
 });
 
-describe('migrations in an installed package', () => {
-  let app: string | undefined;
+describe('the mailbox add-on\'s migrations', () => {
+  it('create its tables only when asked, in a ledger of their own, and roll back apart from the queue\'s', async () => {
+    const app = openQueue(db.url, { tablePrefix: 'mb_' });
+    try {
+      await app.migrate();
+      expect((await tablesOf(app)).filter((name) => name.startsWith('mb_'))).toEqual(QUEUE_TABLES.map((name) => `mb_${name}`));
+      expect(await migrateMailbox(app)).toEqual(mailboxMigrations.map((migration) => migration.name));
+      expect(await tablesOf(app)).toEqual(expect.arrayContaining(['mb_taxpayers', 'mb_mailbox_messages', 'mb_mailq_mailbox_migrations']));
+      expect(await app.migrationStatus()).toEqual({ applied: latest, pending: [] });
 
-  afterAll(async () => {
-    if (app) await rm(app, { recursive: true, force: true });
+      await app.rollback({ all: true });
+      expect(await tablesOf(app)).not.toContain('mb_jobs');
+      expect(await tablesOf(app)).toContain('mb_taxpayers');
+      expect(await mailboxMigrationStatus(app)).toEqual({ applied: mailboxMigrations.map((migration) => migration.name), pending: [] });
+    } finally {
+      await app.close();
+    }
   });
 
-  it('migrate runs from an app that has mailq in node_modules (packed with its files list)', async () => {
-    app = await mkdtemp(path.join(tmpdir(), 'mailq-app-'));
-    const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', app], { cwd: ROOT });
-    const [packed] = JSON.parse(stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
-    const files = packed!.files.map((file) => file.path);
-    expect(files).toContain('dist/migrations/index.js');
-    expect(files.some((file) => file.startsWith('test/') || file.startsWith('src/'))).toBe(false);
+  it('upgrade a database migrated when the mailbox was part of the queue: nothing dropped, nothing recreated, rows kept', async () => {
+    const app = openQueue(db.url, { tablePrefix: 'old_' });
+    try {
+      // The layout every database had before: the mailbox's migration in the queue's own list and ledger.
+      const queueTables = tableNames('old_');
+      const oldTables = { ...queueTables, ...mailboxTables({ tables: queueTables }) };
+      const createMailbox = mailboxMigrations[0] as unknown as MailqMigration<typeof oldTables>;
+      const oldList: Array<MailqMigration<typeof oldTables>> = [migrations[0]!, createMailbox, ...migrations.slice(1)];
+      await app.knex.migrate.latest({
+        tableName: queueTables.migrations,
+        disableTransactions: true,
+        migrationSource: {
+          getMigrations: async () => oldList,
+          getMigrationName: (migration: MailqMigration<typeof oldTables>) => migration.name,
+          getMigration: async (migration: MailqMigration<typeof oldTables>) => ({ up: (knex: Knex) => migration.up(knex, oldTables), down: (knex: Knex) => migration.down(knex, oldTables) }),
+        },
+      });
+      await app.knex('old_taxpayers').insert({ tax_id: '20100000001', name: 'Kept S.A.C.', last_sync_status: 'ok' });
+      const [taxpayerId] = await app.knex('old_taxpayers').pluck('id');
+      await app.knex('old_mailbox_messages').insert({ taxpayer_id: taxpayerId, tws_id: 'm-1', subject: 'Kept', sender: 'SUNAT', category: 'notice', received_at: new Date(), body: '', attachments: '[]', content_hash: 'h', synced_at: new Date() });
+      const createdAt = await tableCreationTimes(app, ['old_taxpayers', 'old_mailbox_messages']);
 
-    // Install it the way npm would lay it out, with the dependencies it declares linked beside it.
-    const installed = path.join(app, 'node_modules', 'mailq');
-    await mkdir(installed, { recursive: true });
-    await run('tar', ['-xzf', path.join(app, packed!.filename), '-C', installed, '--strip-components=1']);
-    const manifest = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
-    for (const dependency of Object.keys(manifest.dependencies)) {
-      const target = path.join(app, 'node_modules', dependency);
-      await mkdir(path.dirname(target), { recursive: true });
-      await symlink(path.join(ROOT, 'node_modules', dependency), target);
+      // The queue alone: nothing to apply, no "corrupt ledger", the mailbox tables untouched.
+      expect(await app.migrate()).toEqual([]);
+      expect(await app.migrationStatus()).toEqual({ applied: latest, pending: [] });
+      // Enabling the add-on records its migration in its own ledger and keeps the tables as they are.
+      expect(await migrateMailbox(app)).toEqual(['20261128000002_create_mailbox']);
+      expect(await mailboxMigrationStatus(app)).toEqual({ applied: ['20261128000002_create_mailbox'], pending: [] });
+      expect(await app.knex('old_taxpayers').select('tax_id', 'last_sync_status')).toEqual([{ tax_id: '20100000001', last_sync_status: 'ok' }]);
+      expect(await app.knex('old_mailbox_messages').pluck('tws_id')).toEqual(['m-1']);
+      expect(await tableCreationTimes(app, ['old_taxpayers', 'old_mailbox_messages'])).toEqual(createdAt);
+    } finally {
+      await app.close();
     }
-
-    const prefix = 'installed_';
-    await writeFile(
-      path.join(app, 'migrate.mjs'),
-      `import { createMailq } from 'mailq';
-       const mq = createMailq({ databaseUrl: process.argv[2], tablePrefix: '${prefix}' });
-       const applied = await mq.migrate();
-       const status = await mq.migrationStatus();
-       await mq.close();
-       console.log(JSON.stringify({ applied, status }));`,
-    );
-    const library = await run(process.execPath, ['migrate.mjs', db.url], { cwd: app });
-    expect(JSON.parse(library.stdout)).toEqual({ applied: latest, status: { applied: latest, pending: [] } });
-    expect(await tablesOf(mq)).toEqual(expect.arrayContaining([`${prefix}jobs`, `${prefix}failed_jobs`]));
-
-    // The installed bin, run from the app's folder, finds the same migrations.
-    const cli = await run(process.execPath, [path.join(installed, 'bin', 'mailq.js'), 'migrate', '--status', '--json', '--prefix', prefix, '--database-url', db.url], { cwd: app });
-    expect(JSON.parse(cli.stdout)).toEqual({ applied: latest, pending: [] });
   });
 });
+
+async function tableCreationTimes(mailq: Mailq, tables: string[]): Promise<string[]> {
+  const [rows] = (await mailq.knex.raw('SELECT CONCAT(table_name, \' \', create_time) AS created FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name IN (?) ORDER BY table_name', [tables])) as [Array<{ created: string }>];
+  return rows.map((row) => row.created);
+}
 
 describe('servers without SKIP LOCKED', () => {
   it.each([

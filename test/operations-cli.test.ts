@@ -153,7 +153,8 @@ describe('mailq status', () => {
 
     expect(code).toBe(0);
     const report = JSON.parse(out);
-    expect(Object.keys(report).sort()).toEqual(['checkedAt', 'database', 'paused', 'queues', 'restartRequestedAt', 'supervisors', 'workers']);
+    expect(Object.keys(report).sort()).toEqual(['checkedAt', 'database', 'hosts', 'paused', 'queues', 'restartRequestedAt', 'supervisors', 'workers']);
+    expect(report.hosts).toEqual([expect.objectContaining({ host: report.workers[0].host, state: 'live', workers: 1, liveWorkers: 1 })]);
     expect(report.workers).toHaveLength(1);
     expect(report.workers[0]).toMatchObject({ id: worker.id, kind: 'worker', pid: process.pid, queues: ['mon-status'], alive: true, state: 'running' });
     expect(report.paused.map((row: { queue: string }) => row.queue)).toEqual(['gamma']);

@@ -2,7 +2,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/errors.js';
 import { defineJob } from '../src/job.js';
 import { mailboxSyncJob, MAILBOX_SYNC_JOB, MAILBOX_SYNC_QUEUE } from '../src/mailbox/job.js';
+import { migrateMailbox } from '../src/mailbox/schema.js';
 import { MailboxSync } from '../src/mailbox/sync.js';
+import { mailboxTables } from '../src/mailbox/tables.js';
 import type { Mailq } from '../src/mailq.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { seedTaxpayers } from './support/mailbox.js';
@@ -19,7 +21,8 @@ beforeAll(async () => {
   db = await createTestDatabase('preflight');
   mq = openQueue(db.url);
   await mq.migrate();
-  taxpayers = await seedTaxpayers(new MailboxSync({ knex: mq.knex, tables: mq.tables }).store, 3);
+  await migrateMailbox(mq);
+  taxpayers = await seedTaxpayers(new MailboxSync({ knex: mq.knex, tables: mailboxTables(mq) }).store, 3);
 });
 
 afterAll(async () => {
@@ -44,13 +47,14 @@ async function expectUntouched(): Promise<void> {
   expect(await count(mq.knex, mq.tables.workers)).toBe(0);
 }
 
+// The mailbox add-on enabled (--mailbox), as an operator who runs its worker has it.
 describe('mailq work on the mailbox queue without TWS settings', () => {
   const noTws = () => ({ MAILQ_DATABASE_URL: db.url });
   const refusal = /^mailq: job 'sync-taxpayer-mailbox' cannot run here: TWS is not configured: set MAILQ_TWS_URL and MAILQ_TWS_TOKEN/;
 
   it('refuses to start: one line, exit 2, no job claimed (it used to burn every job\'s attempts)', async () => {
     await dispatchMailboxJobs();
-    const result = await runCli(['work', '--queue', MAILBOX_SYNC_QUEUE], { env: noTws() });
+    const result = await runCli(['work', '--mailbox', '--queue', MAILBOX_SYNC_QUEUE], { env: noTws() });
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(refusal);
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
@@ -59,7 +63,7 @@ describe('mailq work on the mailbox queue without TWS settings', () => {
 
   it('--processes=2 refuses before it starts any worker process', async () => {
     await dispatchMailboxJobs();
-    const result = await runCli(['work', '--queue', `default,${MAILBOX_SYNC_QUEUE}`, '--processes=2'], { env: noTws() });
+    const result = await runCli(['work', '--mailbox', '--queue', `default,${MAILBOX_SYNC_QUEUE}`, '--processes=2'], { env: noTws() });
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(refusal);
     expect(result.stderr).not.toContain('worker process started');
@@ -67,7 +71,7 @@ describe('mailq work on the mailbox queue without TWS settings', () => {
   });
 
   it('a worker on other queues starts: the mailbox job is not among its jobs', async () => {
-    const result = await runCli(['work', '--queue', 'default', '--stop-when-empty'], { env: { ...noTws(), MAILQ_LOG_LEVEL: 'warn' } });
+    const result = await runCli(['work', '--mailbox', '--queue', 'default', '--stop-when-empty'], { env: { ...noTws(), MAILQ_LOG_LEVEL: 'warn' } });
     expect(result.code, result.stderr).toBe(0);
   });
 });
@@ -118,7 +122,7 @@ describe('a configuration error inside a job fails it at once', () => {
 
   it('the mailbox job on a worker without TWS settings: failed on its first attempt, not retried after 60 s', async () => {
     // The job as a library user may register it: its sync built lazily, so no preflight can ask it first.
-    const unconfigured = new MailboxSync({ knex: mq.knex, tables: mq.tables });
+    const unconfigured = new MailboxSync({ knex: mq.knex, tables: mailboxTables(mq) });
     const job = mailboxSyncJob(async () => unconfigured);
     await dispatchMailboxJobs();
     await mq.worker({ queues: [MAILBOX_SYNC_QUEUE], jobs: [job], stopWhenEmpty: true, sweepInterval: 0 }).run();

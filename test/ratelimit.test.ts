@@ -142,7 +142,8 @@ describe('workers under a rate limit', () => {
       // The default margin (2% of the window: 40 ms). A token is stamped again when its job ends, so a
       // cold process whose first request leaves 300 ms after its token still keeps the window.
       const env = { ...process.env, FAKE_TWS_URL: tws.url, RL_LIMIT: String(rate.limit), RL_PER: `${rate.perMs}ms`, MAILQ_LOG_LEVEL: 'warn' };
-      const args = ['bin/mailq.js', 'work', '--queue', 'tws', '--concurrency', '8', '--stop-when-empty', '--sleep', '20ms', '--jobs', 'test/fixtures/tws-rate-jobs.mjs', '--database-url', db.url];
+      // Claim-ahead on: a rate-limited queue must still be claimed only for slots free now.
+      const args = ['bin/mailq.js', 'work', '--queue', 'tws', '--concurrency', '8', '--prefetch', '8', '--stop-when-empty', '--sleep', '20ms', '--jobs', 'test/fixtures/tws-rate-jobs.mjs', '--database-url', db.url];
       const exits = await Promise.all(Array.from({ length: 3 }, () => runProcess(args, env)));
       for (const exit of exits) expect(exit, exit.stderr).toMatchObject({ code: 0 });
 

@@ -61,7 +61,8 @@ afterAll(async () => {
 describe('fault suite', () => {
   it('kill -9 of random worker processes while 5,000 jobs drain: every job completes, none is lost, duplicates only for jobs running at a kill', async () => {
     const keys = await dispatchKeys('kill9', 'k', 5_000);
-    supervisor = startCli(work('kill9', '--processes=4', '--concurrency=4'), rec.env);
+    // Each process also holds up to 8 claimed jobs it has not started: a kill must lose none of those either.
+    supervisor = startCli(work('kill9', '--processes=4', '--concurrency=4', '--prefetch=8'), rec.env);
 
     const killed = new Set<number>();
     for (const threshold of [4_500, 4_000, 3_500, 3_000, 2_500, 2_000, 1_500, 1_000]) {

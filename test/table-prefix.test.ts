@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LONGEST_DERIVED_NAME, MAX_IDENTIFIER_LENGTH, MAX_TABLE_PREFIX_LENGTH, tableNames } from '../src/db/tables.js';
 import { ConfigError } from '../src/errors.js';
+import { migrateMailbox, rollbackMailbox } from '../src/mailbox/schema.js';
+import { mailboxTables } from '../src/mailbox/tables.js';
 import { createMailq } from '../src/mailq.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { openQueue } from './support/queue.js';
@@ -22,10 +24,12 @@ describe('the library checks the prefix', () => {
     expect(() => tableNames('p'.repeat(MAX_TABLE_PREFIX_LENGTH + 1))).toThrow(`is ${MAX_TABLE_PREFIX_LENGTH + 1} characters long: at most ${MAX_TABLE_PREFIX_LENGTH}, so that every index name fits MySQL's 64`);
   });
 
-  it("checks an app's own table names too", () => {
-    expect(tableNames('', { taxpayers: 'clients' }).taxpayers).toBe('clients');
-    expect(() => tableNames('', { taxpayers: 'clients; DROP TABLE x' })).toThrow(/^table name taxpayers 'clients; DROP TABLE x' may hold letters, digits and _ only$/);
-    expect(() => tableNames('', { mailboxMessages: 'm'.repeat(65) })).toThrow(/is 65 characters long \(at most 64\)/);
+  it("checks an app's own mailbox table names too", () => {
+    const queue = { tables: tableNames('') };
+    expect(mailboxTables(queue, { taxpayers: 'clients' }).taxpayers).toBe('clients');
+    expect(() => mailboxTables(queue, { taxpayers: 'clients; DROP TABLE x' })).toThrow(ConfigError);
+    expect(() => mailboxTables(queue, { taxpayers: 'clients; DROP TABLE x' })).toThrow(/^table name taxpayers 'clients; DROP TABLE x' may hold letters, digits and _ only$/);
+    expect(() => mailboxTables(queue, { mailboxMessages: 'm'.repeat(65) })).toThrow(/is 65 characters long \(at most 64\)/);
   });
 });
 
@@ -50,17 +54,19 @@ describe('against the real schema', () => {
     return rows.map((row) => row.name).filter((name) => name !== 'PRIMARY');
   }
 
-  it('the longest prefix migrates, and every name it derives fits in 64 characters', async () => {
+  it('the longest prefix migrates (the mailbox add-on too), and every name it derives fits in 64 characters', async () => {
     const prefix = 'p'.repeat(MAX_TABLE_PREFIX_LENGTH);
     const mq = openQueue(db.url, { tablePrefix: prefix });
     try {
       await mq.migrate();
+      await migrateMailbox(mq);
       const names = await identifiers(mq);
       expect(names.length).toBeGreaterThan(20);
       expect(Math.max(...names.map((name) => name.length))).toBe(MAX_IDENTIFIER_LENGTH);
       // LONGEST_DERIVED_NAME is what the migrations really derive: a longer index added later fails here.
       const unprefixed = names.map((name) => name.slice(prefix.length));
       expect(unprefixed.reduce((longest, name) => (name.length > longest.length ? name : longest))).toBe(LONGEST_DERIVED_NAME);
+      await rollbackMailbox(mq, mailboxTables(mq), { all: true });
       await mq.rollback({ all: true });
     } finally {
       await mq.close();

@@ -5,21 +5,10 @@
 //
 // It uses MAILQ_DATABASE_URL (default: mysql://root@127.0.0.1:3306/mailq_example_mailbox, created if
 // missing) and MAILQ_TWS_URL / MAILQ_TWS_TOKEN if set; otherwise it starts a fake TWS in-process.
-// In an app, import from 'mailq' instead of '../../src/index.js'.
+// In an app, import from 'mailq' and 'mailq/mailbox' instead of '../../src/index.js' and '../../src/mailbox/index.js'.
 import knex from 'knex';
-import {
-  connect,
-  createMailboxSync,
-  createLogger,
-  createMailq,
-  dispatchMailboxSync,
-  mailboxSyncJob,
-  shortFailureMessage,
-  MAILBOX_SYNC_JOB,
-  MAILBOX_SYNC_QUEUE,
-  startFakeTws,
-  type Knex,
-} from '../../src/index.js';
+import { connect, createLogger, createMailq, type Knex } from '../../src/index.js';
+import { createMailboxSync, dispatchMailboxSync, mailboxSyncJob, mailboxTables, migrateMailbox, shortFailureMessage, MAILBOX_SYNC_JOB, MAILBOX_SYNC_QUEUE, startFakeTws } from '../../src/mailbox/index.js';
 
 const databaseUrl = process.env.MAILQ_DATABASE_URL ?? 'mysql://root@127.0.0.1:3306/mailq_example_mailbox';
 await createDatabaseIfMissing(databaseUrl);
@@ -31,30 +20,33 @@ const db: Knex = knex({ client: 'mysql2', connection: databaseUrl });
 // This example prints its own lines from worker events, so the queue's logger stays quiet.
 const mq = createMailq({ knex: db, logger: createLogger({ level: 'fatal' }) });
 await mq.migrate();
+// The mailbox sync is an add-on with tables of its own: the app asks for them.
+const tables = mailboxTables(mq);
+await migrateMailbox(mq, tables);
 
 const fake = process.env.MAILQ_TWS_URL ? undefined : await startFakeTws({ latencyMs: 200, errorRate: 0.05, brokenTaxpayers: ['20100000004'], token: 'example-token' });
 const tws = fake ? { url: fake.url, token: 'example-token' } : { url: process.env.MAILQ_TWS_URL!, token: process.env.MAILQ_TWS_TOKEN ?? '' };
 
 // The job carries only { taxpayerId }; the worker reaches TWS with its own settings.
-const sync = createMailboxSync({ knex: db, tables: mq.tables, tws });
+const sync = createMailboxSync({ knex: db, tables, tws });
 mq.registry.add(mailboxSyncJob(sync, { tries: 3, backoff: [1, 2, 5], timeout: '30s' }));
 
 /** Onboarding: the taxpayer row and its first mailbox sync commit together, or neither exists. */
 async function onboardTaxpayer(taxId: string, name: string, teamId: number): Promise<number> {
   return db.transaction(async (trx) => {
-    const [id] = await trx(mq.tables.taxpayers).insert({ tax_id: taxId, name, team_id: teamId });
+    const [id] = await trx(tables.taxpayers).insert({ tax_id: taxId, name, team_id: teamId });
     await mq.dispatch(MAILBOX_SYNC_JOB, { taxpayerId: Number(id) }, { transaction: trx });
     return Number(id);
   });
 }
 
-await db(mq.tables.taxpayers).delete();
+await db(tables.taxpayers).delete();
 for (let n = 1; n <= 20; n++) await onboardTaxpayer(String(20_100_000_000 + n), `Cliente ${n} S.A.C.`, (n % 2) + 1);
 
 // A rolled-back transaction leaves no job behind.
 await db
   .transaction(async (trx) => {
-    const [id] = await trx(mq.tables.taxpayers).insert({ tax_id: '20199999999', name: 'Never', team_id: 1 });
+    const [id] = await trx(tables.taxpayers).insert({ tax_id: '20199999999', name: 'Never', team_id: 1 });
     await mq.dispatch(MAILBOX_SYNC_JOB, { taxpayerId: Number(id) }, { transaction: trx });
     throw new Error('validation failed after the dispatch');
   })

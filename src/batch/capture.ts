@@ -7,7 +7,7 @@ const created = new AsyncLocalStorage<string[]>();
  * scheduler learns which batch a command like `sync-mailbox --queue` started, for withoutOverlapping).
  *
  * @example
- * const { batchIds } = await captureBatches(() => dispatchMailboxSync(mq));
+ * const { batchIds } = await captureBatches(() => mq.batch(sendEmail, users));
  */
 export async function captureBatches<T>(work: () => Promise<T>): Promise<{ result: T; batchIds: string[] }> {
   const batchIds: string[] = [];

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { parseJsonColumn } from '../db/json.js';
 import { withSession } from '../db/session.js';
-import { deleteByIdsSql, placeholders } from '../db/sql.js';
+import { placeholders, reservationsMatchSql } from '../db/sql.js';
 import { insertJobRowsSql } from '../queue/insert.js';
 import { newJobRow } from '../queue/rows.js';
 import { withSummary, type BatchSummary, type StoredCallbacks } from './batch.js';
@@ -30,36 +30,52 @@ function selectFinishableSql(tables: TableNames, batchIds: readonly string[]): s
     WHERE id IN (${placeholders(batchIds)}) AND pending_jobs <= 0 AND finished_at IS NULL ORDER BY id FOR UPDATE`;
 }
 
+/** A completed job as the worker holds it: its reservation (src/worker/claimed-job.ts) and its batch. */
+export interface CompletedReservation {
+  id: number;
+  attempt: number;
+  deferrals: number;
+  batchId: string | null;
+}
+
 /**
  * Completed jobs: one transaction deletes them (jobs of no batch in one DELETE, each batch's jobs in
  * one DELETE whose row count is that batch's decrement), then finishes any batch that reached zero.
- * Two round trips, three when a batch finishes.
+ * Each DELETE matches the worker's reservations exactly, so a late flush never removes a row that
+ * another claim holds now. Two round trips, three when a batch finishes; one without batches.
  */
-export async function completeJobsCountingBatches(knex: Knex, tables: TableNames, jobs: ReadonlyArray<{ id: number; batchId: string | null }>): Promise<void> {
-  const plain = jobs.filter((job) => !job.batchId).map((job) => job.id);
-  const byBatch = new Map<string, number[]>();
-  for (const job of jobs) if (job.batchId) byBatch.set(job.batchId, [...(byBatch.get(job.batchId) ?? []), job.id]);
+export async function completeJobsCountingBatches(knex: Knex, tables: TableNames, jobs: readonly CompletedReservation[], workerId: string): Promise<void> {
+  const plain = jobs.filter((job) => !job.batchId);
+  const byBatch = new Map<string, CompletedReservation[]>();
+  for (const job of jobs) if (job.batchId) byBatch.set(job.batchId, [...(byBatch.get(job.batchId) ?? []), job]);
   // Batch rows locked in one order by every worker, so two flushes never wait on each other crosswise.
   const batchIds = [...byBatch.keys()].sort();
+  const deleteSql = (reservations: CompletedReservation[]) => {
+    const match = reservationsMatchSql(reservations, workerId);
+    return { sql: `DELETE FROM \`${tables.jobs}\` WHERE ${match.sql}`, bindings: match.bindings };
+  };
+  if (batchIds.length === 0) {
+    const only = deleteSql(plain);
+    await knex.raw(only.sql, only.bindings as Knex.RawBinding[]);
+    return;
+  }
   const statements = ['START TRANSACTION'];
   const bindings: unknown[] = [];
-  const deleteSql = (ids: number[]) => deleteByIdsSql(tables.jobs, ids);
   if (plain.length > 0) {
-    statements.push(deleteSql(plain));
-    bindings.push(...plain);
+    const statement = deleteSql(plain);
+    statements.push(statement.sql);
+    bindings.push(...statement.bindings);
   }
   for (const batchId of batchIds) {
-    const ids = byBatch.get(batchId)!;
-    statements.push(deleteSql(ids), 'SET @mailq_done = ROW_COUNT()', `UPDATE \`${tables.jobBatches}\` SET pending_jobs = pending_jobs - @mailq_done WHERE id = ? AND finished_at IS NULL AND @mailq_done > 0`);
-    bindings.push(...ids, batchId);
+    const statement = deleteSql(byBatch.get(batchId)!);
+    statements.push(statement.sql, 'SET @mailq_done = ROW_COUNT()', `UPDATE \`${tables.jobBatches}\` SET pending_jobs = pending_jobs - @mailq_done WHERE id = ? AND finished_at IS NULL AND @mailq_done > 0`);
+    bindings.push(...statement.bindings, batchId);
   }
-  if (batchIds.length > 0) {
-    statements.push(selectFinishableSql(tables, batchIds));
-    bindings.push(...batchIds);
-  }
+  statements.push(selectFinishableSql(tables, batchIds));
+  bindings.push(...batchIds);
   await withSession(knex, async (query) => {
     const results = (await query(statements.join(';\n'), bindings)) as unknown[];
-    const finishable = batchIds.length > 0 ? (results[results.length - 1] as FinishableRow[]) : [];
+    const finishable = results[results.length - 1] as FinishableRow[];
     if (finishable.length > 0) await finishBatchRows(query, tables, finishable);
     await query('COMMIT');
   });

@@ -1,6 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { closeContext, createContext, reportError, type CommandContext, type GlobalFlags } from './context.js';
-import type { Output } from './output.js';
+import { INVOCATION_KEY, type Invocation } from './invocation.js';
 import { quoteValue } from '../names.js';
 
 export interface MailqCommand<A> {
@@ -30,8 +30,10 @@ function assertBooleanFlags(booleans: readonly string[], argv: readonly string[]
   }
 }
 
-/** Where commands print (swapped in tests), and the arguments this invocation got (a supervisor hands them to its workers). */
-export const cliState: { output?: Output; exitCode: number; argv: string[]; env?: NodeJS.ProcessEnv } = { exitCode: 0, argv: [] };
+/** The run a command belongs to: yargs hands it over in the parse context. */
+function invocationOf(argv: unknown): Invocation {
+  return (argv as Record<string, Invocation>)[INVOCATION_KEY]!;
+}
 
 /** Wraps a command: settings, one Mailq per invocation, one-line errors, a closed pool, an exit code. */
 export function defineCommand<A>(spec: MailqCommand<A>): CommandModule<GlobalFlags, A> {
@@ -42,7 +44,7 @@ export function defineCommand<A>(spec: MailqCommand<A>): CommandModule<GlobalFla
     builder: ((yargs: Argv<GlobalFlags>) => {
       const built = build(yargs);
       return built.check((argv) => {
-        assertBooleanFlags((built as unknown as { getOptions(): { boolean: string[] } }).getOptions().boolean, cliState.argv);
+        assertBooleanFlags((built as unknown as { getOptions(): { boolean: string[] } }).getOptions().boolean, invocationOf(argv).argv);
         // yargs leaves what follows `--` unread (and unchecked): no verb takes such arguments.
         const extra = argv._.slice(1);
         if (extra.length > 0) throw new Error(`unexpected argument${extra.length === 1 ? '' : 's'}: ${extra.map(quoteValue).join(' ')}`);
@@ -51,13 +53,14 @@ export function defineCommand<A>(spec: MailqCommand<A>): CommandModule<GlobalFla
     }) as CommandModule<GlobalFlags, A>['builder'],
     handler: async (argv) => {
       const args = argv as unknown as A & GlobalFlags;
+      const invocation = invocationOf(argv);
       let context: CommandContext | undefined;
       try {
-        context = await createContext(args as A & GlobalFlags & Record<string, unknown>, spec.settings?.(args) ?? {}, cliState.output, { databaseOptional: spec.databaseOptional, env: cliState.env });
+        context = await createContext(args as A & GlobalFlags & Record<string, unknown>, spec.settings?.(args) ?? {}, invocation, { databaseOptional: spec.databaseOptional, env: invocation.env });
         const code = await spec.run(context, args);
-        cliState.exitCode = typeof code === "number" ? code : 0;
+        invocation.exitCode = typeof code === 'number' ? code : 0;
       } catch (error) {
-        cliState.exitCode = reportError(error, context?.output ?? cliState.output!, Boolean(args.verbose), context?.settings.databaseUrl || args.databaseUrl);
+        invocation.exitCode = reportError(error, invocation.output, Boolean(args.verbose), context?.settings.databaseUrl || args.databaseUrl);
       } finally {
         if (context) await closeContext(context).catch(() => undefined);
       }

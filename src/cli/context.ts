@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
 import { loadSettings, importModule, NO_DATABASE_MESSAGE, type LoadedSettings, type MailqSettings } from '../config.js';
-import type { TableOverrides } from '../db/tables.js';
 import { explainDatabaseError } from '../db/errors.js';
 import { parseDatabaseUrl, redactSecrets } from '../db/url.js';
 import { ConfigError, MailqError } from '../errors.js';
@@ -8,11 +7,18 @@ import { jobsFromModule, type JobDefinition } from '../job.js';
 import { createLogger } from '../logger.js';
 import { createMailq, type Mailq } from '../mailq.js';
 import { quoteValue } from '../names.js';
-import { processOutput, type Output } from './output.js';
+import { mailboxJobFor, mailboxTablesFor } from '../mailbox/from-settings.js';
+import { mailboxMigrationSet } from '../mailbox/schema.js';
+import { queueMigrations } from '../schema/migrate.js';
+import type { MigrationSet } from '../schema/migration-set.js';
+import type { Invocation } from './invocation.js';
+import type { Output } from './output.js';
 
 /** Flags every command accepts. */
 export interface GlobalFlags {
   databaseUrl?: string;
+  /** Enables the mailbox sync add-on as a `mailbox: {}` config section would. */
+  mailbox?: boolean;
   config?: string;
   prefix?: string;
   verbose?: boolean;
@@ -24,19 +30,12 @@ export interface CommandContext {
   loaded: LoadedSettings;
   logger: Logger;
   output: Output;
-  /** Opens the queue on first use, with the job modules the config names. */
+  /** This run of the CLI: its arguments, and how to run another command line. */
+  invocation: Invocation;
+  /** Opens the queue on first use, with the job modules the config names (and the mailbox job, where enabled). */
   mailq(): Promise<Mailq>;
-}
-
-/**
- * Built-in job sets that every `mailq` process knows (the mailbox sync registers here), given
- * the settings so they can read their own configuration.
- */
-export type BuiltinJobs = (settings: MailqSettings, context: { logger: Logger; mailq: () => Promise<Mailq> }) => JobDefinition[] | Promise<JobDefinition[]>;
-const builtinJobSets: BuiltinJobs[] = [];
-
-export function registerBuiltinJobs(jobs: BuiltinJobs): void {
-  builtinJobSets.push(jobs);
+  /** The queue's migrations, then the mailbox add-on's where it is enabled. */
+  migrationSets(): Promise<Array<MigrationSet<unknown>>>;
 }
 
 export async function loadJobModules(modules: string[]): Promise<JobDefinition[]> {
@@ -58,16 +57,16 @@ export async function loadJobModules(modules: string[]): Promise<JobDefinition[]
 export interface ContextOptions {
   /** The command finds a database itself when none is configured (see LoadSettingsOptions). */
   databaseOptional?: boolean;
-  /** Where environment settings come from (default: process.env). */
+  /** Where environment settings come from (default: the invocation's, else process.env). */
   env?: NodeJS.ProcessEnv;
 }
 
-export async function createContext(flags: GlobalFlags & Record<string, unknown>, settingsFlags: Record<string, unknown>, output: Output = processOutput, options: ContextOptions = {}): Promise<CommandContext> {
+export async function createContext(flags: GlobalFlags & Record<string, unknown>, settingsFlags: Record<string, unknown>, invocation: Invocation, options: ContextOptions = {}): Promise<CommandContext> {
   const loaded = await loadSettings({
     databaseOptional: options.databaseOptional,
-    env: options.env,
+    env: options.env ?? invocation.env,
     configPath: flags.config,
-    flags: { databaseUrl: flags.databaseUrl, tablePrefix: flags.prefix, logLevel: flags.verbose ? 'debug' : flags.logLevel, ...settingsFlags },
+    flags: mergeFlags({ databaseUrl: flags.databaseUrl, tablePrefix: flags.prefix, logLevel: flags.verbose ? 'debug' : flags.logLevel, mailbox: flags.mailbox ? {} : undefined }, settingsFlags),
   });
   const { settings } = loaded;
   const logger = createLogger({ level: settings.logLevel });
@@ -76,16 +75,23 @@ export async function createContext(flags: GlobalFlags & Record<string, unknown>
     settings,
     loaded,
     logger,
-    output,
+    output: invocation.output,
+    invocation,
     mailq: () => {
       instance ??= (async () => {
         if (!settings.databaseUrl) throw new ConfigError(`invalid setting databaseUrl: ${NO_DATABASE_MESSAGE}`);
         const userJobs = await loadJobModules(loaded.jobModules);
-        const mq = createMailq({ databaseUrl: settings.databaseUrl, tablePrefix: settings.tablePrefix, tables: mailboxTableOverrides(settings), logger, jobs: userJobs });
-        for (const jobs of builtinJobSets) for (const job of await jobs(settings, { logger, mailq: context.mailq })) mq.registry.add(job);
+        const mq = createMailq({ databaseUrl: settings.databaseUrl, tablePrefix: settings.tablePrefix, logger, jobs: userJobs });
+        if (settings.mailbox) mq.registry.add(mailboxJobFor(settings, context.mailq));
         return mq;
       })();
       return instance;
+    },
+    migrationSets: async () => {
+      const mq = await context.mailq();
+      const sets: Array<MigrationSet<unknown>> = [queueMigrations(mq.tables)];
+      if (settings.mailbox) sets.push(mailboxMigrationSet(mailboxTablesFor(mq, settings)));
+      return sets;
     },
   };
   closers.set(context, async () => {
@@ -94,12 +100,15 @@ export async function createContext(flags: GlobalFlags & Record<string, unknown>
   return context;
 }
 
-/** The mailbox tables an app named itself (settings.mailbox.taxpayersTable / messagesTable). */
-export function mailboxTableOverrides(settings: MailqSettings): TableOverrides {
-  const overrides: TableOverrides = {};
-  if (settings.mailbox.taxpayersTable) overrides.taxpayers = settings.mailbox.taxpayersTable;
-  if (settings.mailbox.messagesTable) overrides.mailboxMessages = settings.mailbox.messagesTable;
-  return overrides;
+/** A command's own settings over the global flags: `sync-mailbox --tries` and `--mailbox` both fill `mailbox`. */
+function mergeFlags(global: Record<string, unknown>, command: Record<string, unknown>): Record<string, unknown> {
+  const merged = { ...global, ...command };
+  if (isObject(global.mailbox) && isObject(command.mailbox)) merged.mailbox = { ...global.mailbox, ...command.mailbox };
+  return merged;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null;
 }
 
 const closers = new WeakMap<CommandContext, () => Promise<void>>();

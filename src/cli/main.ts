@@ -1,25 +1,14 @@
 import yargs from 'yargs';
-import { cliState } from './command.js';
 import { commands } from './commands/index.js';
+import { INVOCATION_KEY, type Invocation, type InvocationOptions } from './invocation.js';
 import { processOutput, type Output } from './output.js';
 
 /**
  * Parses argv, runs one command, returns its exit code. Bad flags and unknown commands are
  * one line on stderr and exit code 2.
  */
-export interface MainOptions {
-  /**
-   * The environment settings are read from (default: process.env). The scheduler hands its
-   * database URL to the commands it runs here, never as a `--database-url` argument.
-   */
-  env?: NodeJS.ProcessEnv;
-}
-
-export async function main(argv: string[], output: Output = processOutput, options: MainOptions = {}): Promise<number> {
-  cliState.output = output;
-  cliState.exitCode = 0;
-  cliState.argv = [...argv];
-  cliState.env = options.env;
+export async function main(argv: string[], output: Output = processOutput, options: InvocationOptions = {}): Promise<number> {
+  const invocation: Invocation = { output, argv: [...argv], env: options.env, exitCode: 0, runCommandLine: main };
   let usageError: string | undefined;
   const parser = yargs(argv)
     .scriptName('mailq')
@@ -28,6 +17,7 @@ export async function main(argv: string[], output: Output = processOutput, optio
     .option('database-url', { type: 'string', requiresArg: true, describe: 'mysql://user:password@host:3306/db (default: MAILQ_DATABASE_URL, DATABASE_URL; prefer those: arguments are visible to every user in ps)' })
     .option('config', { type: 'string', requiresArg: true, describe: 'Config file (default: ./mailq.config.{js,mjs,ts})' })
     .option('prefix', { type: 'string', requiresArg: true, describe: 'Table name prefix (letters, digits, _; at most 24)' })
+    .option('mailbox', { type: 'boolean', describe: 'Enable the mailbox sync add-on (its tables, job and settings) as a `mailbox: {}` config section does' })
     .option('log-level', { type: 'string', requiresArg: true, describe: 'fatal|error|warn|info|debug|trace|silent' })
     .option('verbose', { type: 'boolean', describe: 'Debug logs and stack traces', default: false })
     .command(commands)
@@ -46,7 +36,7 @@ export async function main(argv: string[], output: Output = processOutput, optio
       throw new Error(message);
     });
   try {
-    await parser.parseAsync();
+    await parser.parseAsync(argv, { [INVOCATION_KEY]: invocation });
   } catch (error) {
     usageError ??= (error as Error).message;
   }
@@ -55,5 +45,5 @@ export async function main(argv: string[], output: Output = processOutput, optio
     output.err('Run `mailq --help` for usage.');
     return 2;
   }
-  return cliState.exitCode;
+  return invocation.exitCode;
 }

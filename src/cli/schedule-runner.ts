@@ -1,46 +1,32 @@
 import { captureBatches } from '../batch/capture.js';
 import type { MailqSettings } from '../config.js';
 import type { CommandRunner } from '../schedule/scheduler.js';
-import { cliState } from './command.js';
+import type { Invocation } from './invocation.js';
 import type { Output } from './output.js';
 
-let queue: Promise<unknown> = Promise.resolve();
-
 /**
- * Runs a schedule entry's command line through the CLI's own parser, `main(argv)`, in this
- * process: the same flags, validation and exit codes as typed by hand, and no process start per
- * slot. The scheduler's database (by environment), config file and prefix are passed on unless
- * the line sets its own. Runs are serialised: the CLI keeps one output and exit code at a time.
+ * Runs a schedule entry's command line as a CLI run of its own, in this process: the same flags,
+ * validation and exit codes as typed by hand, and no process start per slot. The scheduler's
+ * database (by environment), config file and prefix are passed on unless the line sets its own.
  */
-export function cliCommandRunner(settings: MailqSettings, configPath: string | undefined, output: Output): CommandRunner {
-  return (argv) => {
-    const run = queue.then(() => runOnce(withSchedulerFlags(argv, settings, configPath), output, schedulerEnv(settings)));
-    queue = run.catch(() => undefined);
-    return run;
-  };
-}
-
-async function runOnce(argv: string[], output: Output, env: NodeJS.ProcessEnv): Promise<{ exitCode: number; batchIds: string[]; output: string }> {
-  const { main } = await import('./main.js');
-  const lines: string[] = [];
-  const captured: Output = {
-    isTTY: false,
-    out: (text) => {
-      lines.push(text);
-      output.out(text);
-    },
-    err: (text) => {
-      lines.push(text);
-      output.err(text);
-    },
-  };
-  const outer = { ...cliState };
-  try {
-    const { result, batchIds } = await captureBatches(() => main(argv, captured, { env }));
+export function cliCommandRunner(settings: MailqSettings, configPath: string | undefined, invocation: Invocation): CommandRunner {
+  return async (argv) => {
+    const lines: string[] = [];
+    const output: Output = {
+      isTTY: false,
+      out: (text) => {
+        lines.push(text);
+        invocation.output.out(text);
+      },
+      err: (text) => {
+        lines.push(text);
+        invocation.output.err(text);
+      },
+    };
+    const env = schedulerEnv(settings, invocation.env);
+    const { result, batchIds } = await captureBatches(() => invocation.runCommandLine(withSchedulerFlags(argv, settings, configPath), output, { env }));
     return { exitCode: result, batchIds, output: lines.join('\n') };
-  } finally {
-    Object.assign(cliState, outer);
-  }
+  };
 }
 
 /**
@@ -48,8 +34,8 @@ async function runOnce(argv: string[], output: Output, env: NodeJS.ProcessEnv): 
  * the environment outranks the config file as the scheduler's own URL did, and a URL never sits
  * in an argument list (where a command that starts processes would pass it on, visible in `ps`).
  */
-function schedulerEnv(settings: MailqSettings): NodeJS.ProcessEnv {
-  return { ...process.env, MAILQ_DATABASE_URL: settings.databaseUrl };
+function schedulerEnv(settings: MailqSettings, env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return { ...env, MAILQ_DATABASE_URL: settings.databaseUrl };
 }
 
 /** The scheduler's config file and table prefix, unless the entry's line sets its own. Exported for tests. */

@@ -1,6 +1,7 @@
 import knexFactory, { type Knex } from 'knex';
 import { ConfigError } from '../errors.js';
 import { parseDatabaseUrl, type DatabaseAddress } from './url.js';
+import { probeThread, watchForStalls, type WatchedConnection } from './stall-check.js';
 
 export type { Knex };
 
@@ -12,12 +13,21 @@ export interface ConnectOptions {
 type ConnectionSettings = Record<string, unknown>;
 type ConnectionSource = ConnectionSettings | (() => ConnectionSettings | Promise<ConnectionSettings>);
 
+/** Defaults of the URL's `connectTimeout` and `stallCheck`. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+export const DEFAULT_STALL_CHECK_MS = 5_000;
+
 /**
  * A knex pool on mysql2. Sessions run in UTC so DATETIME values mean the same thing on every
  * host; queue times come from the database clock (NOW(3)), never from a worker's clock.
+ *
+ * @example
+ * const db = connect(process.env.DATABASE_URL!);       // the app's own pool, shared with mailq
+ * const mq = createMailq({ knex: db });
  */
 export function connect(databaseUrl: string, options: ConnectOptions = {}): Knex {
-  return mailqPool(mysqlConnectionOptions(parseDatabaseUrl(databaseUrl)), options);
+  const address = parseDatabaseUrl(databaseUrl);
+  return mailqPool({ ...mysqlConnectionOptions(address), connectTimeout: address.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS }, options, address.stallCheckMs ?? DEFAULT_STALL_CHECK_MS);
 }
 
 /**
@@ -34,30 +44,50 @@ export function poolLike(appKnex: Knex, options: ConnectOptions = {}): Knex {
   const connection = client.config?.connection;
   if (typeof connection === 'function') {
     const provide = connection as () => ConnectionSettings | Promise<ConnectionSettings>;
-    return mailqPool(async () => ({ ...(await provide()) }), options);
+    return mailqPool(async () => ({ ...(await provide()) }), options, DEFAULT_STALL_CHECK_MS);
   }
   if (typeof connection !== 'object' || connection === null) throw new ConfigError("createMailq({ knex }): this knex has no connection settings mailq can read; pass createMailq({ databaseUrl }) instead");
-  return mailqPool({ ...(connection as ConnectionSettings) }, options);
+  return mailqPool({ ...(connection as ConnectionSettings) }, options, DEFAULT_STALL_CHECK_MS);
 }
 
-function mailqPool(connection: ConnectionSource, options: ConnectOptions): Knex {
+function mailqPool(connection: ConnectionSource, options: ConnectOptions, stallCheckMs: number): Knex {
   const withSessionSettings = (settings: ConnectionSettings) => ({
     ...settings,
     timezone: 'Z',
     charset: 'utf8mb4',
     supportBigNumbers: true,
-    connectTimeout: settings.connectTimeout ?? 10_000,
+    connectTimeout: settings.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS,
     // The claim sends `START TRANSACTION; SELECT …` as one round trip (every value is a bound parameter).
     multipleStatements: true,
   });
+  // The stall check's probe opens a connection like the pool's: the settings last handed to the pool.
+  let latest: ConnectionSettings = typeof connection === 'function' ? {} : withSessionSettings(connection);
+  const provide =
+    typeof connection === 'function'
+      ? async () => {
+          latest = withSessionSettings(await connection());
+          return latest;
+        }
+      : latest;
   return knexFactory({
     client: 'mysql2',
-    connection: typeof connection === 'function' ? async () => withSessionSettings(await connection()) : withSessionSettings(connection),
+    connection: provide,
     pool: {
       min: 0,
       max: options.poolMax ?? 10,
-      afterCreate(session: { query: (sql: string, cb: (error: unknown) => void) => void }, done: (error: unknown, session: unknown) => void) {
-        session.query("SET time_zone = '+00:00'", (error) => done(error, session));
+      afterCreate(session: WatchedConnection, done: (error: unknown, session: unknown) => void) {
+        session.query("SET time_zone = '+00:00'", (error: unknown) => {
+          if (error || stallCheckMs <= 0) return done(error, session);
+          // The check finds this session in the server's processlist by its id. Behind a pooling proxy
+          // (ProxySQL) the id the handshake gave is the proxy's, not the server's: leave such a connection unwatched.
+          const settings = latest;
+          session.query('SELECT CONNECTION_ID() AS id', (idError: unknown, rows: unknown) => {
+            if (!idError && Number((rows as Array<{ id: number }>)[0]?.id) === session.threadId) {
+              watchForStalls(session, { afterMs: stallCheckMs, askServer: (threadId, drop) => probeThread(settings, threadId, stallCheckMs, drop) });
+            }
+            done(idError, session);
+          });
+        });
       },
     },
     acquireConnectionTimeout: 15_000,

@@ -38,6 +38,8 @@ export function isLockConflict(error: unknown): boolean {
 const CONNECTION_CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
   'PROTOCOL_CONNECTION_LOST', 'PROTOCOL_SEQUENCE_TIMEOUT', 'ER_SERVER_SHUTDOWN', 'ER_CONNECTION_KILLED',
+  // src/db/stall-check.ts dropped a connection that stopped answering.
+  'MAILQ_CONNECTION_STALLED',
 ]);
 
 /** The server went away or cannot be reached: workers wait and reconnect instead of dying. */

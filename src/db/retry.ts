@@ -7,6 +7,8 @@ export interface RetryOptions {
   /** How long connection failures are retried (server restart, killed connection); 0 = not at all. */
   reconnectForMs?: number;
   onRetry?: (error: unknown, attempt: number) => void;
+  /** Asked before each retry: false ends the retrying (the error surfaces), e.g. once the work no longer matters. */
+  shouldRetry?: () => boolean;
 }
 
 
@@ -25,7 +27,7 @@ export async function withDatabaseRetry<T>(operation: () => Promise<T>, options:
     } catch (error) {
       const retryLock = isLockConflict(error) && attempt <= lockRetries;
       const retryConnection = !retryLock && isConnectionError(error) && Date.now() - startedAt < reconnectForMs;
-      if (!retryLock && !retryConnection) throw error;
+      if ((!retryLock && !retryConnection) || options.shouldRetry?.() === false) throw error;
       options.onRetry?.(error, attempt);
       const baseMs = retryLock ? 5 : 250;
       await sleep(Math.min(retryLock ? 200 : 2_000, baseMs * 2 ** Math.min(attempt, 6)) * (0.5 + Math.random() / 2));

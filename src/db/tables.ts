@@ -31,10 +31,7 @@ export interface TableNames {
   jobs: string;
   failedJobs: string;
   migrations: string;
-  /** The mailbox sync's tables: an app that already owns them can name its own (see MailboxTableNames). */
-  taxpayers: string;
-  mailboxMessages: string;
-  /** The prefix every default name carries, for tables other modules look up by name. */
+  /** The prefix every name carries; an add-on (`mailq/mailbox`) names its own tables with it. */
   prefix: string;
   /** One row per live worker (and supervisor): its heartbeat. */
   workers: string;
@@ -44,39 +41,32 @@ export interface TableNames {
   queueStats: string;
   /** One row per token slot of each rate-limit key (src/ratelimit). */
   rateLimits: string;
+  /** One row per rate-limit key: its window and any 429 pause (what the dashboard shows). */
+  rateLimitKeys: string;
   jobBatches: string;
   /** One row per schedule entry and slot: the row that makes a slot fire once across hosts. */
   scheduleRuns: string;
 }
 
-/** Tables an app may already own under names of its own; these names are used as given (no prefix). */
-export type TableOverrides = Partial<Pick<TableNames, 'taxpayers' | 'mailboxMessages'>>;
-
 /**
- * Every table name, from a prefix (checked: it goes into SQL unescaped) and the app's own names for
- * the mailbox tables. A bad prefix or name is a ConfigError.
+ * Every table name, from a prefix (checked: it goes into SQL unescaped). A bad prefix is a ConfigError.
  *
  * @example
  * tableNames('mailq_').jobs; // 'mailq_jobs'
  */
-export function tableNames(prefix = '', overrides: TableOverrides = {}): TableNames {
+export function tableNames(prefix = ''): TableNames {
   const problem = tablePrefixProblem(prefix);
   if (problem) throw new ConfigError(`table prefix ${quoteValue(prefix)} ${problem}`);
-  for (const [key, name] of Object.entries(overrides)) {
-    const nameProblem = name === undefined ? undefined : tableNameProblem(name);
-    if (nameProblem) throw new ConfigError(`table name ${key} ${quoteValue(name)} ${nameProblem}`);
-  }
   return {
     jobs: `${prefix}jobs`,
     failedJobs: `${prefix}failed_jobs`,
     migrations: `${prefix}mailq_migrations`,
-    taxpayers: overrides.taxpayers ?? `${prefix}taxpayers`,
-    mailboxMessages: overrides.mailboxMessages ?? `${prefix}mailbox_messages`,
     prefix,
     workers: `${prefix}workers`,
     queueControls: `${prefix}queue_controls`,
     queueStats: `${prefix}queue_stats`,
     rateLimits: `${prefix}rate_limits`,
+    rateLimitKeys: `${prefix}rate_limit_keys`,
     jobBatches: `${prefix}job_batches`,
     scheduleRuns: `${prefix}schedule_runs`,
   };

@@ -1,4 +1,5 @@
 import { ConfigError } from '../errors.js';
+import { parseDuration } from '../duration.js';
 
 export interface DatabaseAddress {
   host: string;
@@ -10,6 +11,10 @@ export interface DatabaseAddress {
   socketPath?: string;
   /** `?ssl=true` (verify the server's certificate) or `?ssl=skip-verify` (encrypt only). */
   ssl?: { rejectUnauthorized: boolean };
+  /** `?connectTimeout=5s`: how long opening a connection may take. */
+  connectTimeoutMs?: number;
+  /** `?stallCheck=5s` (or `off`): how long a statement may go without a reply before mailq checks that the server is still running it. */
+  stallCheckMs?: number;
   /** The URL with its password replaced by ***, safe for logs and error messages. */
   redacted: string;
 }
@@ -60,16 +65,30 @@ export function parseServerUrl(text: string): DatabaseAddress {
   };
 }
 
-/** The URL's query: `socket` and `ssl`. Anything else is an error, not silently a plain connection. */
-function urlOptions(url: URL, text: string): Pick<DatabaseAddress, 'socketPath' | 'ssl'> {
-  const options: Pick<DatabaseAddress, 'socketPath' | 'ssl'> = {};
+type UrlOptions = Pick<DatabaseAddress, 'socketPath' | 'ssl' | 'connectTimeoutMs' | 'stallCheckMs'>;
+
+const SUPPORTED_OPTIONS = 'socket=<path>, ssl=true|skip-verify|false, connectTimeout=<duration>, stallCheck=<duration>|off';
+
+/** The URL's query. An unknown option is an error, not silently ignored. */
+function urlOptions(url: URL, text: string): UrlOptions {
+  const options: UrlOptions = {};
   for (const [key, value] of url.searchParams) {
     if (key === 'socket' && value) options.socketPath = value;
     else if (key === 'ssl' && SSL_MODES.has(value)) options.ssl = SSL_MODES.get(value);
     else if (key === 'ssl') throw new ConfigError(`database URL '${redactUrl(text)}': ssl=${value}: expected ssl=true, ssl=skip-verify or ssl=false`);
-    else throw new ConfigError(`database URL '${redactUrl(text)}': unknown option '${key}' (supported: socket=<path>, ssl=true|skip-verify|false)`);
+    else if (key === 'connectTimeout') options.connectTimeoutMs = urlDuration(key, value, text);
+    else if (key === 'stallCheck') options.stallCheckMs = value === 'off' ? 0 : urlDuration(key, value, text);
+    else throw new ConfigError(`database URL '${redactUrl(text)}': unknown option '${key}' (supported: ${SUPPORTED_OPTIONS})`);
   }
   return options;
+}
+
+function urlDuration(key: string, value: string, text: string): number {
+  try {
+    return parseDuration(value);
+  } catch (error) {
+    throw new ConfigError(`database URL '${redactUrl(text)}': ${key}=${value}: ${(error as Error).message}`);
+  }
 }
 
 const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { minimumVersionFor, serverVersion, supportsSkipLocked, type ServerVersion } from '../db/server-version.js';
 import { withSession } from '../db/session.js';
 import type { TableNames } from '../db/tables.js';
-import { migrationStatus } from '../schema/migrate.js';
+import { migrationStatus, queueMigrations } from '../schema/migrate.js';
 import { JobRows } from '../worker/job-rows.js';
 import { WorkerRows } from '../worker/worker-rows.js';
 
@@ -78,7 +78,7 @@ async function skipLockedCheck(knex: Knex, tables: TableNames): Promise<DoctorCh
 
 async function schemaCheck(knex: Knex, tables: TableNames): Promise<DoctorCheck> {
   try {
-    const status = await migrationStatus(knex, tables);
+    const status = await migrationStatus(knex, queueMigrations(tables));
     if (status.pending.length === 0) return { name: 'schema', status: 'ok', value: `${status.applied.length} migrations applied`, detail: 'up to date' };
     return { name: 'schema', status: 'fail', value: `${status.pending.length} pending`, detail: `run \`mailq migrate\` (pending: ${status.pending.join(', ')})` };
   } catch (error) {

@@ -25,8 +25,19 @@ export interface FailedJob {
   failedAt: Date;
 }
 
-export interface ListFailedOptions {
+/** Which failed jobs: of one queue, of one batch, or both. */
+export interface FailedFilter {
   queue?: string;
+  batchId?: string;
+}
+
+/** Failed jobs that share a reason (the exception's first line). */
+export interface FailureGroup {
+  reason: string;
+  count: number;
+}
+
+export interface ListFailedOptions extends FailedFilter {
   limit?: number;
   /** Newest first; page with `beforeId` (the smallest id of the previous page). */
   beforeId?: number;
@@ -45,18 +56,19 @@ export interface RetryFailedResult {
 
 type Ids = number[] | 'all';
 
-export interface RetryFailedOptions {
-  /** Only failed jobs of this queue. */
-  queue?: string;
-  /** Only failed jobs of this batch (Laravel's `queue:retry-batch`). */
-  batchId?: string;
-}
+/** `queue`: only failed jobs of this queue; `batchId`: only those of this batch (Laravel's `queue:retry-batch`). */
+export type RetryFailedOptions = FailedFilter;
 
 /** Columns copied between `jobs` and `failed_jobs`, so a retried job keeps its identity, options and unique key. */
 const CARRIED_COLUMNS = ['uuid', 'queue', 'name', 'payload', 'max_attempts', 'backoff', 'timeout_ms', 'priority', 'batch_id', 'unique_key', 'created_at']
   .map((column) => `\`${column}\``)
   .join(', ');
-const RETRY_CHUNK = 1000;
+/**
+ * Failed jobs moved per transaction. Below 1000 on purpose: MariaDB turns an IN list of 1000 values
+ * or more into a join over a derived table (in_predicate_conversion_threshold), whose plan scans and
+ * locks every row of failed_jobs, so each chunk would stall every worker failing a job meanwhile.
+ */
+const RETRY_CHUNK = 500;
 
 /** The failed-job store: what `mailq failed | retry | forget | flush` operate on. */
 export class FailedJobs {
@@ -66,8 +78,7 @@ export class FailedJobs {
   ) {}
 
   async list(options: ListFailedOptions = {}): Promise<FailedJob[]> {
-    const query = this.knex(this.tables.failedJobs).select('*').orderBy('id', 'desc').limit(options.limit ?? 100);
-    if (options.queue) query.where('queue', options.queue);
+    const query = this.filtered(options).select('*').orderBy('id', 'desc').limit(options.limit ?? 100);
     if (options.beforeId) query.where('id', '<', options.beforeId);
     return (await query).map(toFailedJob);
   }
@@ -78,11 +89,29 @@ export class FailedJobs {
     return toFailedJob(row);
   }
 
-  async count(queue?: string): Promise<number> {
-    const query = this.knex(this.tables.failedJobs).count({ count: '*' });
-    if (queue) query.where('queue', queue);
-    const [row] = await query;
+  /** How many failed jobs there are, of one queue (a string) or matching a filter. */
+  async count(filter: string | FailedFilter = {}): Promise<number> {
+    const [row] = await this.filtered(typeof filter === 'string' ? { queue: filter } : filter).count({ count: '*' });
     return Number(row?.count ?? 0);
+  }
+
+  /**
+   * Failed jobs grouped by reason, most frequent first: why the night's batch failed, at a glance.
+   * The reason is the exception's first line with every run of 4 or more digits shown as `#`, so
+   * "taxpayer 20100000250 not found" and "taxpayer 20100000311 not found" are one group while
+   * HTTP statuses (404 vs 403) stay apart.
+   *
+   * @example
+   * const groups = await mq.failed.reasons({ batchId }); // [{ reason: 'TwsError: taxpayer # not found', count: 6 }, …]
+   */
+  async reasons(filter: FailedFilter = {}, limit = 20): Promise<FailureGroup[]> {
+    const rows = (await this.filtered(filter)
+      .select(this.knex.raw("REGEXP_REPLACE(SUBSTRING_INDEX(exception, CHAR(10), 1), '[0-9]{4,}', '#') AS reason"))
+      .count({ count: '*' })
+      .groupBy('reason')
+      .orderBy([{ column: 'count', order: 'desc' }, { column: 'reason' }])
+      .limit(limit)) as Array<{ reason: string; count: number | string }>;
+    return rows.map((row) => ({ reason: String(row.reason ?? ''), count: Number(row.count) }));
   }
 
   /**
@@ -97,17 +126,23 @@ export class FailedJobs {
       result.alreadyQueued.push(...moved.alreadyQueued);
     };
     if (ids === 'all') {
-      for (;;) {
-        const chunk = await this.selectIds(options, RETRY_CHUNK);
-        if (chunk.length === 0) return result;
+      // The list is taken once, when the call starts (as Laravel does): a job that fails again
+      // meanwhile gets a new, higher failed id and waits for the next retry, instead of being
+      // chased by this one for as long as it keeps failing.
+      const newest = await this.newestId(options);
+      for (let after = 0; newest !== undefined; ) {
+        const chunk = await this.selectIds(options, RETRY_CHUNK, { after, upTo: newest });
+        if (chunk.length === 0) break;
         add(await this.moveBack(chunk));
+        after = chunk[chunk.length - 1]!;
       }
+      return result;
     }
     // Missing means "not moved by this call": never a failed job, or moved by a concurrent retry.
     const moved = new Set<number>();
     for (let start = 0; start < ids.length; start += RETRY_CHUNK) {
       const chunk = ids.slice(start, start + RETRY_CHUNK);
-      const outcome = await this.moveBack(await this.selectIds(options, RETRY_CHUNK, chunk));
+      const outcome = await this.moveBack(await this.selectIds(options, RETRY_CHUNK, { among: chunk }));
       add(outcome);
       for (const id of [...outcome.retried, ...outcome.alreadyQueued.map((entry) => entry.id)]) moved.add(id);
     }
@@ -115,26 +150,45 @@ export class FailedJobs {
     return result;
   }
 
-  /** Deletes failed jobs by id; returns how many existed. */
+  /**
+   * Deletes failed jobs by id; returns how many existed. One statement, retried whole on a lock
+   * conflict: the count is that of the attempt that committed.
+   */
   async forget(ids: number[]): Promise<number> {
     if (ids.length === 0) return 0;
-    return this.knex(this.tables.failedJobs).whereIn('id', ids).delete();
+    return withDatabaseRetry(() => this.knex(this.tables.failedJobs).whereIn('id', ids).delete());
   }
 
-  /** Deletes all failed jobs, or those that failed more than `hours` ago. */
-  async flush(options: { hours?: number; queue?: string } = {}): Promise<number> {
+  /** Deletes all failed jobs (of a queue, of a batch), or those that failed more than `hours` ago; retried as forget is. */
+  async flush(options: FailedFilter & { hours?: number } = {}): Promise<number> {
+    return withDatabaseRetry(() => {
+      const query = this.filtered(options);
+      if (options.hours !== undefined) query.whereRaw('failed_at < NOW(3) - INTERVAL ? SECOND', [Math.round(options.hours * 3600)]);
+      return query.delete();
+    });
+  }
+
+  /** Failed ids in id order: among given ones, or a page of the range (after, upTo]. */
+  private async selectIds(filter: FailedFilter, limit: number, range: { among?: number[]; after?: number; upTo?: number }): Promise<number[]> {
+    const query = this.filtered(filter).select('id').orderBy('id').limit(limit);
+    if (range.among) query.whereIn('id', range.among);
+    if (range.after !== undefined) query.where('id', '>', range.after);
+    if (range.upTo !== undefined) query.where('id', '<=', range.upTo);
+    return (await query).map((row: { id: number | string }) => Number(row.id));
+  }
+
+  /** The highest failed id that matches, if any. */
+  private async newestId(filter: FailedFilter): Promise<number | undefined> {
+    const [row] = (await this.filtered(filter).max({ id: 'id' })) as Array<{ id: number | string | null }>;
+    return row?.id == null ? undefined : Number(row.id);
+  }
+
+  /** failed_jobs narrowed to a queue and/or a batch: the one place every read and delete filters. */
+  private filtered(filter: FailedFilter): Knex.QueryBuilder {
     const query = this.knex(this.tables.failedJobs);
-    if (options.queue) query.where('queue', options.queue);
-    if (options.hours !== undefined) query.whereRaw('failed_at < NOW(3) - INTERVAL ? SECOND', [Math.round(options.hours * 3600)]);
-    return query.delete();
-  }
-
-  private async selectIds(filter: RetryFailedOptions, limit: number, among?: number[]): Promise<number[]> {
-    const query = this.knex(this.tables.failedJobs).select('id').orderBy('id').limit(limit);
     if (filter.queue) query.where('queue', filter.queue);
     if (filter.batchId) query.where('batch_id', filter.batchId);
-    if (among) query.whereIn('id', among);
-    return (await query).map((row: { id: number | string }) => Number(row.id));
+    return query;
   }
 
   /**
@@ -177,14 +231,15 @@ export class FailedJobs {
 
 /**
  * Moves one reserved job to failed_jobs in a transaction (used by workers and the lease sweep).
- * Guarded by `reserved_by` so a worker whose lease was taken over cannot fail another's attempt.
- * Returns false when the row was no longer ours.
+ * `reservation` says which reservation of the row this is (a worker's exact one, see
+ * reservationsMatchSql, or "held by this worker" for rows the sweep has locked), so a worker whose
+ * lease was taken over cannot fail another's attempt. Returns false when the row was no longer so.
  */
-export async function moveJobToFailed(trx: Knex.Transaction, tables: TableNames, jobId: number, reservedBy: string, exception: string): Promise<boolean> {
+export async function moveJobToFailed(trx: Knex.Transaction, tables: TableNames, jobId: number, reservation: { sql: string; bindings: unknown[] }, exception: string): Promise<boolean> {
   const [result] = (await trx.raw(
     `INSERT INTO \`${tables.failedJobs}\` (${CARRIED_COLUMNS}, attempts, deferrals, exception, failed_at)
-     SELECT ${CARRIED_COLUMNS}, attempts, deferrals, ?, NOW(3) FROM \`${tables.jobs}\` WHERE id = ? AND reserved_by = ?`,
-    [exception, jobId, reservedBy],
+     SELECT ${CARRIED_COLUMNS}, attempts, deferrals, ?, NOW(3) FROM \`${tables.jobs}\` WHERE id = ? AND ${reservation.sql}`,
+    [exception, jobId, ...reservation.bindings] as Knex.RawBinding[],
   )) as [{ affectedRows: number }];
   if (result.affectedRows === 0) return false;
   await recordBatchFailure(trx, tables, jobId);

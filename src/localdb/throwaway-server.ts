@@ -18,6 +18,8 @@ export type ServerBinaries =
 export interface ThrowawayServerOptions {
   port?: number;
   log?: (line: string) => void;
+  /** More server options (`--innodb-lock-wait-timeout=2`); they hold across restart(). */
+  serverArgs?: readonly string[];
 }
 
 export interface ThrowawayServer {
@@ -32,6 +34,8 @@ export interface ThrowawayServer {
    * `downMs` is how long it stays down.
    */
   restart(downMs?: number): Promise<void>;
+  /** Like restart(), but the server comes back on another port: a failover to a new address. `url` and `port` follow. */
+  moveTo(port: number, downMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -53,6 +57,8 @@ export async function findServerBinaries(): Promise<ServerBinaries | null> {
   return installer === null ? null : { flavour: 'mariadb', server, installer, version };
 }
 
+export { freePort };
+
 export async function startThrowawayServer(opts: ThrowawayServerOptions = {}): Promise<ThrowawayServer> {
   const log = opts.log ?? (() => {});
   const binaries = await findServerBinaries();
@@ -63,7 +69,7 @@ export async function startThrowawayServer(opts: ThrowawayServerOptions = {}): P
     log(`initialising a ${binaries.flavour} datadir in ${dir}`);
     await initialiseDatadir(binaries, dir);
     const port = opts.port ?? (await freePort());
-    const server = await launch(binaries, dir, port);
+    const server = await launch(binaries, dir, port, opts.serverArgs ?? []);
     log(`${binaries.flavour} ready on port ${port} after ${Date.now() - startedAt} ms`);
     return server;
   } catch (err) {
@@ -137,7 +143,7 @@ async function initialiseDatadir(binaries: ServerBinaries, dir: string): Promise
   }
 }
 
-function serverArgs(binaries: ServerBinaries, dir: string, port: number): string[] {
+function serverArgs(binaries: ServerBinaries, dir: string, port: number, extra: readonly string[]): string[] {
   const common = [
     '--no-defaults',
     `--datadir=${dataDir(dir)}`,
@@ -156,10 +162,10 @@ function serverArgs(binaries: ServerBinaries, dir: string, port: number): string
     '--max-connections=500',
   ];
   // Oracle MySQL with skip-name-resolve ignores root@localhost for TCP, and its X plugin would claim port 33060.
-  return binaries.flavour === 'mariadb' ? [...common, '--skip-name-resolve'] : [...common, '--mysqlx=OFF'];
+  return [...common, ...(binaries.flavour === 'mariadb' ? ['--skip-name-resolve'] : ['--mysqlx=OFF']), ...extra];
 }
 
-async function launch(binaries: ServerBinaries, dir: string, port: number): Promise<ThrowawayServer> {
+async function launch(binaries: ServerBinaries, dir: string, port: number, extraArgs: readonly string[]): Promise<ThrowawayServer> {
   let child: ChildProcess | undefined;
   const killOnExit = (): void => {
     child?.kill('SIGKILL');
@@ -168,7 +174,7 @@ async function launch(binaries: ServerBinaries, dir: string, port: number): Prom
   // A test run that crashes must not leave a server and its folder behind.
   process.on('exit', killOnExit);
   try {
-    await spawnReady(binaries, dir, port, (started) => (child = started));
+    await spawnReady(binaries, dir, port, extraArgs, (started) => (child = started));
     await bootstrap(binaries, dir);
   } catch (err) {
     process.off('exit', killOnExit);
@@ -184,17 +190,31 @@ async function launch(binaries: ServerBinaries, dir: string, port: number): Prom
     })();
     return stopping;
   };
-  const restart = async (downMs = 0): Promise<void> => {
+  const moveTo = async (newPort: number, downMs = 0): Promise<void> => {
     if (child) await stopProcess(child);
     await new Promise((resolve) => setTimeout(resolve, downMs));
-    await spawnReady(binaries, dir, port, (started) => (child = started));
+    port = newPort;
+    await spawnReady(binaries, dir, port, extraArgs, (started) => (child = started));
   };
-  return { url: `mysql://root@127.0.0.1:${port}/test`, port, dir, version: binaries.version, restart, stop };
+  const restart = (downMs = 0): Promise<void> => moveTo(port, downMs);
+  return {
+    get url() {
+      return `mysql://root@127.0.0.1:${port}/test`;
+    },
+    get port() {
+      return port;
+    },
+    dir,
+    version: binaries.version,
+    restart,
+    moveTo,
+    stop,
+  };
 }
 
 /** Starts the server and resolves once it is ready; `onSpawn` learns of the process at once, so an exit hook can kill it. */
-async function spawnReady(binaries: ServerBinaries, dir: string, port: number, onSpawn: (child: ChildProcess) => void): Promise<void> {
-  const child = spawn(binaries.server, serverArgs(binaries, dir, port), { stdio: ['ignore', 'ignore', 'pipe'] });
+async function spawnReady(binaries: ServerBinaries, dir: string, port: number, extraArgs: readonly string[], onSpawn: (child: ChildProcess) => void): Promise<void> {
+  const child = spawn(binaries.server, serverArgs(binaries, dir, port, extraArgs), { stdio: ['ignore', 'ignore', 'pipe'] });
   onSpawn(child);
   unrefChild(child);
   try {

@@ -6,6 +6,7 @@ import type { JobDefinition } from '../job.js';
 import type { Mailq } from '../mailq.js';
 import { MAILBOX_SYNC_JOB, MAILBOX_SYNC_DEFAULTS, type MailboxSyncPayload } from './job.js';
 import { MailboxStore, type TaxpayerFilter } from './store.js';
+import { mailboxTables, type MailboxTables } from './tables.js';
 
 export interface QueueSyncOptions extends TaxpayerFilter {
   /** Count the taxpayers and show the settings, but dispatch nothing. */
@@ -15,6 +16,8 @@ export interface QueueSyncOptions extends TaxpayerFilter {
   onProgress?: (written: number, total: number) => void;
   /** The batch's name; default `sync-mailbox <UTC time>`. */
   batchName?: string;
+  /** Where the taxpayers are; default the queue's prefixed `taxpayers`. */
+  tables?: MailboxTables;
   /** Override the job's own settings for these jobs. */
   tries?: number;
   backoff?: BackoffOption;
@@ -50,7 +53,7 @@ export interface QueueSyncResult {
 export async function dispatchMailboxSync(mq: Mailq, options: QueueSyncOptions = {}): Promise<QueueSyncResult> {
   const job = mq.registry.get(MAILBOX_SYNC_JOB) as JobDefinition<MailboxSyncPayload> | undefined;
   if (!job) throw new InvalidJobError(`the job '${MAILBOX_SYNC_JOB}' is not registered: mq.registry.add(mailboxSyncJob(sync)) first`);
-  const ids = await selectTaxpayers(mailboxStoreOf(mq), options);
+  const ids = await selectTaxpayers(new MailboxStore(mq.knex, options.tables ?? mailboxTables(mq)), options);
   const result: QueueSyncResult = {
     taxpayers: ids.length,
     dispatched: 0,
@@ -93,9 +96,4 @@ export async function selectTaxpayers(store: MailboxStore, filter: TaxpayerFilte
   const outsideTeams = missing.length - unknown.length - inactive.length;
   if (outsideTeams > 0) reasons.push(`${outsideTeams} taxpayer${outsideTeams === 1 ? ' is' : 's are'} not in the given team${filter.teamIds!.length === 1 ? '' : 's'}`);
   throw new MailqError(`${reasons.join('; ')}: nothing was synced`);
-}
-
-/** The store over the tables of this queue instance. */
-export function mailboxStoreOf(mq: Mailq): MailboxStore {
-  return new MailboxStore(mq.knex, mq.tables);
 }

@@ -22,7 +22,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
-import { SlidingWindowLimiter } from './rate.js';
+import { SlidingWindowLimiter } from './sliding-window.js';
 import type { TwsMailboxPageWire, TwsMessageWire } from './tws.js';
 
 const FakeTwsOptionsSchema = z.object({

@@ -45,7 +45,7 @@ export const MAILBOX_SYNC_DEFAULTS = { queue: MAILBOX_SYNC_QUEUE, tries: 3, back
  * `sync` may be a function, so a process can define the job before its database is open.
  *
  * @example
- * const sync = createMailboxSync({ knex: mq.knex, tables: mq.tables, tws: { url, token } });
+ * const sync = createMailboxSync({ knex: mq.knex, tables: mailboxTables(mq), tws: { url, token } });
  * mq.registry.add(mailboxSyncJob(sync));
  * await mq.dispatch(MAILBOX_SYNC_JOB, { taxpayerId: 42 });
  */

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
-import type { TableNames } from '../db/tables.js';
+import type { MailboxTables } from './tables.js';
 import { withDatabaseRetry } from '../db/retry.js';
 import type { TwsMessage } from './tws.js';
 import { placeholders } from '../db/sql.js';
@@ -58,14 +58,14 @@ const INSERT_CHUNK = 1_000;
  * Every statement the mailbox sync sends about taxpayers and their messages, in one place.
  *
  * @example
- * const store = new MailboxStore(mq.knex, mq.tables);
+ * const store = new MailboxStore(mq.knex, mailboxTables(mq));
  * await store.insertTaxpayers([{ taxId: '20100000001', name: 'ACME S.A.C.', teamId: 7 }]);
  * console.log(await store.statusCounts(), await store.failureReasons());
  */
 export class MailboxStore {
   constructor(
     readonly knex: Knex,
-    readonly tables: TableNames,
+    readonly tables: MailboxTables,
   ) {}
 
   async findTaxpayer(id: number): Promise<Taxpayer | undefined> {

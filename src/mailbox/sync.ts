@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
-import type { TableNames } from '../db/tables.js';
+import type { MailboxTables } from './tables.js';
 import { ConfigError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { MailboxStore, type TaxpayerFilter } from './store.js';
@@ -22,7 +22,7 @@ export interface TwsConnection {
 
 export interface MailboxSyncOptions {
   knex: Knex;
-  tables: TableNames;
+  tables: MailboxTables;
   /** A client, or where to reach TWS. Unset, a sync attempt fails with a clear "not configured". */
   tws?: TwsClient | TwsConnection;
   logger?: Logger;
@@ -68,7 +68,7 @@ export class MailboxSyncError extends Error {
  * it, record how it went. The queue job and direct mode both call `syncTaxpayer`.
  *
  * @example
- * const sync = createMailboxSync({ knex: mq.knex, tables: mq.tables, tws: { url: process.env.TWS_URL!, token: process.env.TWS_TOKEN! } });
+ * const sync = createMailboxSync({ knex: mq.knex, tables: mailboxTables(mq), tws: { url: process.env.TWS_URL!, token: process.env.TWS_TOKEN! } });
  * const outcome = await sync.syncTaxpayer(42);
  */
 export class MailboxSync {
@@ -127,7 +127,7 @@ export class MailboxSync {
 
 /**
  * @example
- * const sync = createMailboxSync({ knex: mq.knex, tables: mq.tables, tws: { url: 'https://tws.example/api', token } });
+ * const sync = createMailboxSync({ knex: mq.knex, tables: mailboxTables(mq), tws: { url: 'https://tws.example/api', token } });
  * mq.registry.add(mailboxSyncJob(sync));
  */
 export function createMailboxSync(options: MailboxSyncOptions): MailboxSync {

@@ -1,9 +1,10 @@
 import type { Knex } from 'knex';
 import { ALL_QUEUES, QueueControls, type QueueControlRow } from '../controls/queue-controls.js';
 import type { TableNames } from '../db/tables.js';
-import { emptyThroughput, StatsRows, type QueueThroughput } from '../stats/stats-rows.js';
+import { emptyThroughput, StatsRows, type MinuteCounts, type QueueThroughput } from '../stats/stats-rows.js';
 import { WorkerRows, type WorkerRecord } from '../worker/worker-rows.js';
 import { placeholders } from '../db/sql.js';
+import { hostsOf, type HostHealth } from './hosts.js';
 
 /** One queue at a glance: what `mailq monitor` prints and `--max` checks. */
 export interface QueueHealth {
@@ -32,6 +33,8 @@ export interface QueueOverview {
 }
 
 export interface StatusReport extends QueueOverview {
+  /** Every host with a heartbeat row, live or lost. */
+  hosts: HostHealth[];
   workers: WorkerRecord[];
   supervisors: WorkerRecord[];
   paused: QueueControlRow[];
@@ -70,6 +73,17 @@ export class Monitor {
     return { checkedAt, queues };
   }
 
+  /**
+   * Completed, failed, retried and deferred jobs per queue and minute over the last `minutes`
+   * (from the rollup workers write at each heartbeat), oldest first; minutes with nothing finished are absent.
+   *
+   * @example
+   * const minutes = await mq.monitor.perMinute(60, ['mailbox-sync']);
+   */
+  perMinute(minutes = 60, only?: readonly string[]): Promise<MinuteCounts[]> {
+    return this.stats.perMinute(minutes, only);
+  }
+
   async status(only?: readonly string[]): Promise<StatusReport> {
     const filter = only?.length ? [...new Set(only)] : undefined;
     const [checkedAt, jobs, failed, throughput, records, controls] = await Promise.all([
@@ -103,6 +117,7 @@ export class Monitor {
     return {
       checkedAt,
       queues,
+      hosts: hostsOf(records),
       workers,
       supervisors: records.filter((record) => record.kind === 'supervisor'),
       paused: controls.paused(),

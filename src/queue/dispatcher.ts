@@ -3,7 +3,7 @@ import type { TableNames } from '../db/tables.js';
 import { withDatabaseRetry } from '../db/retry.js';
 import type { JobDefinition } from '../job.js';
 import { chunkRows, formattedInsertJobRows, insertJobRows, insertJobRowsUnique } from './insert.js';
-import { newJobRow, rowTemplate, validatePayload, type DispatchOptions, type NewJobRow } from './rows.js';
+import { newJobRow, newJobRows, rowTemplate, validatePayload, type DispatchOptions, type NewJobRow } from './rows.js';
 import { uniqueKeyFor } from './unique.js';
 
 export interface DispatchOneOptions extends DispatchOptions {
@@ -14,7 +14,7 @@ export interface DispatchOneOptions extends DispatchOptions {
 export interface DispatchManyOptions extends DispatchOneOptions {
   /** Rows per INSERT statement. */
   chunkSize?: number;
-  /** Called after each chunk is written: (written so far, total). */
+  /** Called after each chunk is written: (written so far, total). A retried attempt counts again from 0. */
   onProgress?: (written: number, total: number) => void;
 }
 
@@ -68,13 +68,11 @@ export class Dispatcher {
     const valid = payloads.map((payload, index) => validatePayload(definition, payload, index));
     const uniqueKeys = valid.map((payload) => uniqueKeyFor(definition, payload, options.unique));
     if (uniqueKeys.every((key) => key === null)) {
-      // Rows are built chunk by chunk inside the pipeline, overlapping the database's work.
-      const rows = (function* () {
-        for (const payload of valid) yield newJobRow(template, payload);
-      })();
       const report = (written: number) => options.onProgress?.(written, valid.length);
-      await this.write(options.transaction, (trx) => this.insertPipelined(trx, chunkRows(rows, options.chunkSize ?? 1000), template.delayMs, report));
-      return { dispatched: valid.length, skipped: 0, queue: template.queue };
+      // Rows are built chunk by chunk inside the pipeline, overlapping the database's work; each
+      // attempt builds its own, since a generator made once would be spent by the attempt that failed.
+      const written = await this.write(options.transaction, (trx) => this.insertPipelined(trx, chunkRows(newJobRows(template, valid), options.chunkSize ?? 1000), template.delayMs, report));
+      return { dispatched: written, skipped: 0, queue: template.queue };
     }
     const rows = valid.map((payload, index) => newJobRow(template, payload, uniqueKeys[index]));
     const { inserted, skipped } = await this.write(options.transaction, (trx) => this.insertRows(trx, rows, template.delayMs, options));
@@ -88,10 +86,7 @@ export class Dispatcher {
   async insertRows(trx: Knex.Transaction, rows: NewJobRow[], delayMs: number, options: Pick<DispatchManyOptions, 'chunkSize' | 'onProgress'> = {}): Promise<{ inserted: number; skipped: number }> {
     const chunks = [...chunkRows(rows, options.chunkSize ?? 1000)];
     const report = (written: number) => options.onProgress?.(written, rows.length);
-    if (!rows.some((row) => row.unique_key !== null)) {
-      await this.insertPipelined(trx, chunks, delayMs, report);
-      return { inserted: rows.length, skipped: 0 };
-    }
+    if (!rows.some((row) => row.unique_key !== null)) return { inserted: await this.insertPipelined(trx, chunks, delayMs, report), skipped: 0 };
     let written = 0;
     let skipped = 0;
     for (const chunk of chunks) {
@@ -104,21 +99,23 @@ export class Dispatcher {
   /**
    * Builds the next INSERT while the database runs the previous one: the statements still go one
    * after another on the transaction's connection, but escaping thousands of values no longer
-   * adds to the wall time.
+   * adds to the wall time. Returns the rows the database says it inserted.
    */
-  private async insertPipelined(trx: Knex.Transaction, chunks: Iterable<NewJobRow[]>, delayMs: number, report: (written: number) => void): Promise<void> {
+  private async insertPipelined(trx: Knex.Transaction, chunks: Iterable<NewJobRow[]>, delayMs: number, report: (written: number) => void): Promise<number> {
     let running: Promise<number> | undefined;
     let written = 0;
     for (const chunk of chunks) {
       const statement = formattedInsertJobRows(this.tables.jobs, chunk, delayMs);
       if (running) report((written += await running));
-      running = trx.raw(statement).then(() => chunk.length);
+      running = trx.raw(statement).then(([result]: [{ affectedRows: number }]) => result.affectedRows);
     }
     if (running) report((written += await running));
+    return written;
   }
 
   /**
-   * In the caller's transaction as is; otherwise in our own, retried whole on a deadlock. Batches
+   * In the caller's transaction as is; otherwise in our own, retried whole on a deadlock or lock
+   * wait. `work` then runs once per attempt, so it must build everything it writes afresh. Batches
    * write through it too: dispatches share the connection an app gave mailq for them.
    */
   write<T>(transaction: Knex.Transaction | undefined, work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {

@@ -127,3 +127,8 @@ export function newJobRow(template: RowTemplate, payload: unknown, uniqueKey: st
     unique_key: uniqueKey,
   };
 }
+
+/** One fresh row per payload, built as the caller pulls them. */
+export function* newJobRows(template: RowTemplate, payloads: Iterable<unknown>): Generator<NewJobRow> {
+  for (const payload of payloads) yield newJobRow(template, payload);
+}

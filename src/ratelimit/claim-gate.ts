@@ -3,7 +3,7 @@ import type { JobDefinition, JobRegistry } from '../job.js';
 import { parseDuration, type Duration } from '../duration.js';
 import type { ClaimedJob } from '../worker/claimed-job.js';
 import type { RateLimiter } from './limiter.js';
-import { describeRateLimit, resolveRateLimit, sameRateLimit, type ResolvedRateLimit } from './rate-limit.js';
+import { describeRateLimit, resolveRateLimit, sameRateLimit, type JobRateLimit, type ResolvedRateLimit } from './rate-limit.js';
 
 /** What one claim may take: a cap per rate-limited queue, and the tokens behind each cap. */
 export interface ClaimPlan {
@@ -12,18 +12,6 @@ export interface ClaimPlan {
   /** Rate-limited queues: claim at most this many from each. */
   caps: Map<string, number>;
   grants: Array<{ queue: string; limit: ResolvedRateLimit; granted: number; stampedAt: string | null }>;
-}
-
-/** The handle a rate-limited job gets as `ctx.rateLimit`. */
-export interface JobRateLimit {
-  readonly key: string;
-  /**
-   * Pauses the key for every worker on every host, e.g. on a 429 with Retry-After.
-   * Then `ctx.defer(delay)` puts this job back without counting its attempt.
-   */
-  pauseFor(delay: Duration): Promise<void>;
-  /** Waits for `n` more tokens (a job that makes several limited calls); rejects if the job is aborted. */
-  acquire(n?: number): Promise<void>;
 }
 
 /**
@@ -100,6 +88,12 @@ export class ClaimGate {
     queues: readonly string[],
     wanted: number,
     claim: (queues: string[], caps: ReadonlyMap<string, number> | undefined) => Promise<ClaimedJob[]>,
+    /**
+     * How many of them could start at once. A rate-limited queue gets no more tokens than that: a
+     * token is stamped when it is taken, so a job that waited in a worker's buffer (claim-ahead)
+     * would make its request later than its token says, and the window would let too many through.
+     */
+    startable = wanted,
   ): Promise<{ run: ClaimedJob[]; waiting: Array<{ jobs: ClaimedJob[]; delayMs: number; key: string }> }> {
     if (!this.limited) {
       const claimed = await claim([...queues], undefined);
@@ -108,7 +102,7 @@ export class ClaimGate {
       const { admitted, waiting } = await this.admit(strays);
       return { run: claimed.filter((job) => !strays.includes(job) || admitted.includes(job)), waiting };
     }
-    const plan = await this.plan(queues, wanted);
+    const plan = await this.plan(queues, Math.min(wanted, startable));
     if (plan.queues.length === 0) return { run: [], waiting: [] };
     let claimed: ClaimedJob[];
     try {
@@ -157,7 +151,7 @@ export class ClaimGate {
         plan.queues.push(queue);
         continue;
       }
-      if (this.isClosed(limit.key)) continue;
+      if (wanted <= 0 || this.isClosed(limit.key)) continue;
       const acquired = await this.limiter.acquire(limit, wanted);
       if (acquired.granted < wanted) this.closeFor(limit.key, acquired.nextInMs);
       if (acquired.granted === 0) continue;

@@ -3,9 +3,24 @@ import type { TableNames } from '../db/tables.js';
 import { withSession } from '../db/session.js';
 import { withDatabaseRetry } from '../db/retry.js';
 import { parseDuration, type Duration } from '../duration.js';
-import { NEVER_USED } from '../../migrations/20261128000005_rate_limits_batches_schedule.js';
 import { windowMs, type ResolvedRateLimit } from './rate-limit.js';
 import { sleep } from '../sleep.js';
+
+/** The `used_at` of a slot that was never used: older than any window, so the slot is free. */
+export const NEVER_USED = '2000-01-01 00:00:00.000';
+
+/** One rate-limit key as it stands now: what the dashboard and /metrics show. */
+export interface RateLimitUsage {
+  key: string;
+  limit: number;
+  perMs: number;
+  /** Tokens used within the current window (slots paused by a 429 count as used). */
+  used: number;
+  /** Milliseconds until the next token frees; 0 if one is free now. */
+  nextInMs: number;
+  /** A 429 paused this key for everyone until this time (database clock); null if not paused now. */
+  pausedUntil: Date | null;
+}
 
 export interface Acquired {
   /** Tokens taken: 0..n. */
@@ -38,6 +53,10 @@ export class RateLimiter {
 
   private get table(): string {
     return `\`${this.tables.rateLimits}\``;
+  }
+
+  private get keysTable(): string {
+    return `\`${this.tables.rateLimitKeys}\``;
   }
 
   /** Takes up to `n` tokens now; never waits. */
@@ -116,6 +135,38 @@ export class RateLimiter {
         limit.key,
       ]),
     );
+    // Remembered apart from the slots, where a pause looks like ordinary use.
+    await withDatabaseRetry(() =>
+      this.knex.raw(
+        `UPDATE ${this.keysTable} SET paused_until = GREATEST(COALESCE(paused_until, NOW(3)), NOW(3) + INTERVAL ? MICROSECOND), updated_at = NOW(3) WHERE limit_key = ?`,
+        [delayMs * 1000, limit.key],
+      ),
+    );
+  }
+
+  /**
+   * Every key any process has used, with its use of the current window and any 429 pause.
+   *
+   * @example
+   * for (const key of await mq.rateLimits.list()) console.log(key.key, `${key.used}/${key.limit}`, key.pausedUntil ? 'paused' : '');
+   */
+  async list(): Promise<RateLimitUsage[]> {
+    const window = 'INTERVAL (k.per_ms + k.margin_ms) * 1000 MICROSECOND';
+    const [rows] = (await this.knex.raw(
+      `SELECT k.limit_key, k.limit_count, k.per_ms, IF(k.paused_until > NOW(3), k.paused_until, NULL) AS paused_until,
+              COALESCE(SUM(s.used_at > NOW(3) - ${window}), 0) AS used,
+              GREATEST(0, COALESCE(TIMESTAMPDIFF(MICROSECOND, NOW(3), MIN(s.used_at) + ${window}), 0)) AS next_in_us
+         FROM ${this.keysTable} k LEFT JOIN ${this.table} s ON s.limit_key = k.limit_key
+        GROUP BY k.limit_key, k.limit_count, k.per_ms, k.margin_ms, k.paused_until ORDER BY k.limit_key`,
+    )) as [Array<Record<string, unknown>>];
+    return rows.map((row) => ({
+      key: String(row.limit_key),
+      limit: Number(row.limit_count),
+      perMs: Number(row.per_ms),
+      used: Number(row.used),
+      nextInMs: Math.ceil(Number(row.next_in_us) / 1000),
+      pausedUntil: (row.paused_until as Date | null) ?? null,
+    }));
   }
 
   /** How many tokens are free now and when the next one frees; reads only. */
@@ -161,5 +212,12 @@ export class RateLimiter {
       );
     }
     await withDatabaseRetry(() => this.knex.raw(`DELETE FROM ${this.table} WHERE limit_key = ? AND slot >= ?`, [limit.key, limit.limit]));
+    await withDatabaseRetry(() =>
+      this.knex.raw(
+        `INSERT INTO ${this.keysTable} (limit_key, limit_count, per_ms, margin_ms) VALUES (?, ?, ?, ?)
+         ON DUPLICATE KEY UPDATE limit_count = VALUES(limit_count), per_ms = VALUES(per_ms), margin_ms = VALUES(margin_ms), updated_at = NOW(3)`,
+        [limit.key, limit.limit, limit.perMs, limit.marginMs],
+      ),
+    );
   }
 }

@@ -16,6 +16,18 @@ export interface RateLimitOption {
   margin?: Duration;
 }
 
+/** The handle a rate-limited job gets as `ctx.rateLimit`. */
+export interface JobRateLimit {
+  readonly key: string;
+  /**
+   * Pauses the key for every worker on every host, e.g. on a 429 with Retry-After.
+   * Then `ctx.defer(delay)` puts this job back without counting its attempt.
+   */
+  pauseFor(delay: Duration): Promise<void>;
+  /** Waits for `n` more tokens (a job that makes several limited calls); rejects if the job is aborted. */
+  acquire(n?: number): Promise<void>;
+}
+
 export interface ResolvedRateLimit {
   key: string;
   limit: number;

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
+import { isConnectionError } from '../db/errors.js';
 import type { TableNames } from '../db/tables.js';
 import { parseDuration, type Duration } from '../duration.js';
 import { sleep } from '../sleep.js';
@@ -97,16 +98,36 @@ export class Scheduler {
     }
   }
 
-  /** Runs until `signal` aborts: sleeps until the next slot of any entry, fires what is due. */
+  /**
+   * Runs until `signal` aborts: sleeps until the next slot of any entry, fires what is due. While
+   * the database cannot be reached (a restart, a failover) it says so once and tries again every
+   * second; a slot missed meanwhile still fires within the grace period.
+   */
   async loop(signal: AbortSignal): Promise<void> {
+    let unreachable = false;
     while (!signal.aborted) {
-      await this.runDue();
-      if (signal.aborted) break;
-      const now = await this.databaseNow();
-      const next = Math.min(...this.entries.map((entry) => nextSlot(entry, now).getTime()));
-      // Wake a few ms after the slot, and at least once a minute (clock changes, a suspended host).
-      await sleep(Math.min(Math.max(0, next - now.getTime()) + 5, 60_000), signal);
+      let waitMs: number;
+      try {
+        waitMs = await this.untilNextSlot();
+        if (unreachable) this.options.logger.info('database reachable again; scheduling goes on');
+        unreachable = false;
+      } catch (error) {
+        if (!isConnectionError(error)) throw error;
+        if (!unreachable) this.options.logger.warn({ err: error }, 'database unreachable; the scheduler tries again every second');
+        unreachable = true;
+        waitMs = 1_000;
+      }
+      await sleep(waitMs, signal);
     }
+  }
+
+  /** Fires what is due; returns how long to sleep until the next slot of any entry. */
+  private async untilNextSlot(): Promise<number> {
+    await this.runDue();
+    const now = await this.databaseNow();
+    const next = Math.min(...this.entries.map((entry) => nextSlot(entry, now).getTime()));
+    // Wake a few ms after the slot, and at least once a minute (clock changes, a suspended host).
+    return Math.min(Math.max(0, next - now.getTime()) + 5, 60_000);
   }
 
   /** The next slot of each entry and its last run, for `mailq schedule:list`. */

@@ -1,12 +1,20 @@
 import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { emptyCounts, type QueueCounts } from './tally.js';
+import { placeholders } from '../db/sql.js';
 
 /** Completed/failed totals of one queue over the last 1, 5 and 15 minutes (the current minute included). */
 export interface QueueThroughput {
   lastMinute: QueueCounts;
   last5Minutes: QueueCounts;
   last15Minutes: QueueCounts;
+}
+
+/** One queue's counts for one minute of the rollup. */
+export interface MinuteCounts extends QueueCounts {
+  queue: string;
+  /** The minute's start, on the database clock. */
+  minute: Date;
 }
 
 const MINUTE_OF_NOW = "DATE_FORMAT(NOW(), '%Y-%m-%d %H:%i:00')";
@@ -56,6 +64,28 @@ export class StatsRows {
       result.set(String(row.queue), { lastMinute: counts(1), last5Minutes: counts(5), last15Minutes: counts(15) });
     }
     return result;
+  }
+
+  /**
+   * The rollup's rows of the last `minutes` minutes (the current one included), oldest first:
+   * what the dashboard charts and what /metrics turns into counters. Minutes with no finished job have no row.
+   */
+  async perMinute(minutes: number, queues?: readonly string[]): Promise<MinuteCounts[]> {
+    const filter = queues?.length ? `AND queue IN (${placeholders(queues)})` : '';
+    const [rows] = (await this.knex.raw(
+      `SELECT queue, minute, completed, failed, retried, deferred, runtime_ms FROM ${this.table}
+        WHERE minute > ${MINUTE_OF_NOW} - INTERVAL ? MINUTE ${filter} ORDER BY minute, queue`,
+      [Math.max(1, Math.floor(minutes)), ...(queues ?? [])],
+    )) as [Array<Record<string, unknown>>];
+    return rows.map((row) => ({
+      queue: String(row.queue),
+      minute: row.minute as Date,
+      completed: Number(row.completed),
+      failed: Number(row.failed),
+      retried: Number(row.retried),
+      deferred: Number(row.deferred),
+      runtimeMs: Number(row.runtime_ms),
+    }));
   }
 
   /** Deletes minutes older than `keepMs`, a chunk at a time. */

@@ -1,4 +1,4 @@
-import type { WorkerStopReason } from '../worker/worker.js';
+import type { WorkerStopReason } from '../worker/events.js';
 
 /**
  * How a supervisor and its worker processes talk: the worker's identity travels in the

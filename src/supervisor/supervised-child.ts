@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import type { Worker, WorkerStopReason } from '../worker/worker.js';
+import type { WorkerStopReason } from '../worker/events.js';
+import type { Worker } from '../worker/worker.js';
 import { CHILD_ENV, isSupervisorMessage, type ChildMessage } from './protocol.js';
 
 /** Who this process is when a supervisor started it. */

@@ -27,6 +27,8 @@ export interface SupervisorOptions {
   heartbeat?: Duration;
   restart?: RestartPolicyOptions;
   id?: string;
+  /** The host shown in the workers table and in its and its workers' ids. Default: the machine's hostname. */
+  hostname?: string;
 }
 
 /** 'stopped' after a graceful stop, 'forced' after a second signal, 'finished' when every process ended its work (--stop-when-empty, --once). */
@@ -84,6 +86,8 @@ class Slot {
  */
 export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly id: string;
+  /** The host it and its workers report. */
+  readonly host: string;
   private readonly slots: Slot[];
   private readonly stopWaitMs: number;
   private readonly heartbeatMs: number;
@@ -107,7 +111,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   ) {
     super();
     if (!Number.isInteger(options.processes) || options.processes < 1) throw new RangeError('processes must be an integer ≥ 1');
-    this.id = options.id ?? `${hostname()}:${process.pid}:supervisor:${randomBytes(3).toString('hex')}`;
+    this.host = options.hostname || hostname();
+    this.id = options.id ?? `${this.host}:${process.pid}:supervisor:${randomBytes(3).toString('hex')}`;
     this.stopWaitMs = parseDuration(options.stopWait ?? 60);
     this.heartbeatMs = parseDuration(options.heartbeat ?? 5) || 5_000;
     this.jobs = new JobRows(knex, tables);
@@ -191,7 +196,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   private spawn(slot: Slot): WorkerProcess {
-    const workerId = `${hostname()}:${process.pid}.${slot.index + 1}:${randomBytes(3).toString('hex')}`;
+    const workerId = `${this.host}:${process.pid}.${slot.index + 1}:${randomBytes(3).toString('hex')}`;
     const child = new WorkerProcess(workerId, this.id, this.options.command);
     slot.started(child);
     this.logger.info({ slot: slot.index + 1, pid: child.pid, workerId }, 'worker process started');
@@ -282,7 +287,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       {
         id: this.id,
         kind: 'supervisor',
-        host: hostname(),
+        host: this.host,
         pid: process.pid,
         queues: this.options.queues,
         concurrency: this.options.concurrency,

@@ -1,5 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import type { WorkerStopReason } from '../worker/worker.js';
+import type { WorkerStopReason } from '../worker/events.js';
 import { CHILD_ENV, isChildMessage, type SupervisorMessage } from './protocol.js';
 
 /** The program a worker process runs: a module forked with these arguments. */

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { parseDuration, type Duration } from '../duration.js';
-import { ConfigError, DeferJobError, JobTimeoutError, PermanentError } from '../errors.js';
+import { ConfigError, DeferJobError, JobTimeoutError, LeaseLostError, PermanentError } from '../errors.js';
 import type { JobContext, JobDefinition, JobRegistry } from '../job.js';
 import { parseJsonColumn } from '../db/json.js';
 import type { ClaimedJob } from './claimed-job.js';
@@ -10,7 +10,8 @@ export type AttemptOutcome =
   | { kind: 'completed' }
   | { kind: 'failed'; error: Error; permanent: boolean }
   | { kind: 'deferred'; delayMs: number; reason: string }
-  | { kind: 'interrupted' };
+  | { kind: 'interrupted' }
+  | { kind: 'lease-lost'; error: LeaseLostError };
 
 export interface RunningAttempt {
   job: ClaimedJob;
@@ -18,6 +19,8 @@ export interface RunningAttempt {
   handlerSettled: Promise<void>;
   /** Stop the attempt now: the worker is shutting down and will put the job back. */
   interrupt(): void;
+  /** Stop the attempt now: its reservation is no longer this worker's, so nothing is written for it. */
+  abandon(reason: LeaseLostError): void;
 }
 
 class WorkerStopping extends Error {
@@ -38,6 +41,7 @@ export function startAttempt(job: ClaimedJob, registry: JobRegistry, logger: Log
   const controller = new AbortController();
   let handlerSettled: Promise<void> = Promise.resolve();
   const interrupt = () => controller.abort(new WorkerStopping());
+  const abandon = (reason: LeaseLostError) => controller.abort(reason);
 
   const outcome = (async (): Promise<AttemptOutcome> => {
     const definition = registry.get(job.name);
@@ -79,7 +83,7 @@ export function startAttempt(job: ClaimedJob, registry: JobRegistry, logger: Log
     }
   })();
 
-  return { job, outcome, interrupt, get handlerSettled() { return handlerSettled; } };
+  return { job, outcome, interrupt, abandon, get handlerSettled() { return handlerSettled; } };
 }
 
 function jobContext(job: ClaimedJob, signal: AbortSignal, logger: Logger): JobContext {
@@ -107,6 +111,7 @@ function classify(error: unknown, signal: AbortSignal): AttemptOutcome {
   // Whatever the handler threw after we aborted it, the abort's reason is the truth.
   const cause = signal.aborted ? signal.reason : error;
   if (cause instanceof WorkerStopping) return { kind: 'interrupted' };
+  if (cause instanceof LeaseLostError) return { kind: 'lease-lost', error: cause };
   if (cause instanceof DeferJobError) return { kind: 'deferred', delayMs: cause.delayMs, reason: cause.message };
   // A missing setting fails every attempt alike: retrying only burns attempts and backoff.
   if (cause instanceof PermanentError || cause instanceof ConfigError) return { kind: 'failed', error: cause, permanent: true };

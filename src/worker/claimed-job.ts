@@ -10,13 +10,22 @@ export interface ClaimedJob {
   name: string;
   payload: unknown;
   attempt: number;
+  /** Times the job was put back without running, as the claim saw it: with `attempt`, it names this reservation. */
+  deferrals: number;
   maxAttempts: number;
   backoff: BackoffPlan | null;
   timeoutMs: number;
   batchId: string | null;
 }
 
-export const CLAIM_COLUMNS = ['id', 'uuid', 'queue', 'name', 'payload', 'attempts', 'max_attempts', 'backoff', 'timeout_ms', 'batch_id'] as const;
+/**
+ * One reservation of one row. Every claim adds one to `attempts` and every put-back moves one from
+ * `attempts` to `deferrals`, so their sum grows with each claim: with the worker's id, the three name
+ * exactly one reservation, and a statement meant for an earlier one matches nothing.
+ */
+export type Reservation = Pick<ClaimedJob, 'id' | 'attempt' | 'deferrals'>;
+
+export const CLAIM_COLUMNS = ['id', 'uuid', 'queue', 'name', 'payload', 'attempts', 'deferrals', 'max_attempts', 'backoff', 'timeout_ms', 'batch_id'] as const;
 
 /** What a job's definition sets for itself; the worker knows it even when the dispatcher did not. */
 export interface JobDefaults {
@@ -45,6 +54,7 @@ export function toClaimedJob(row: Record<string, unknown>, defaults: ClaimDefaul
     name: String(row.name),
     payload: row.payload,
     attempt: Number(row.attempts),
+    deferrals: Number(row.deferrals),
     maxAttempts: row.max_attempts == null ? (own?.maxAttempts ?? defaults.maxAttempts) : Number(row.max_attempts),
     backoff: row.backoff == null ? (own?.backoff ?? null) : parseJsonColumn<BackoffPlan>(row.backoff),
     timeoutMs: row.timeout_ms == null ? (own?.timeoutMs ?? defaults.timeoutMs) : Number(row.timeout_ms),

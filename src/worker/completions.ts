@@ -19,11 +19,12 @@ export class CompletionBuffer<T = number> {
     private readonly write: (items: T[]) => Promise<void>,
     private readonly onError: (error: unknown, items: T[]) => void,
     private readonly maxBatch = 500,
+    private readonly gatherMs = GATHER_MS,
   ) {}
 
   add(item: T): void {
     this.#pending.push(item);
-    this.#inFlight ??= new Promise<void>((resolve) => setTimeout(resolve, GATHER_MS))
+    this.#inFlight ??= new Promise<void>((resolve) => setTimeout(resolve, this.gatherMs))
       .then(() => this.#drain())
       .finally(() => {
         this.#inFlight = undefined;

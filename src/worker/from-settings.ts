@@ -9,6 +9,7 @@ export function workerOptionsFromSettings(settings: WorkerSettings): WorkerOptio
   return {
     queues: settings.queues,
     concurrency: settings.concurrency,
+    prefetch: settings.prefetch,
     tries: settings.tries,
     timeout: millis(settings.timeout),
     backoff: planToOption(settings.backoff),
@@ -23,5 +24,6 @@ export function workerOptionsFromSettings(settings: WorkerSettings): WorkerOptio
     sweepInterval: millis(settings.sweepInterval),
     heartbeat: millis(settings.heartbeat),
     memoryLimit: settings.memory,
+    hostname: settings.hostname,
   };
 }

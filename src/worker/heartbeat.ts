@@ -1,4 +1,3 @@
-import { hostname } from 'node:os';
 import type { EventEmitter } from 'node:events';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
@@ -6,12 +5,14 @@ import { ControlState, QueueControls } from '../controls/queue-controls.js';
 import type { TableNames } from '../db/tables.js';
 import { StatsRows } from '../stats/stats-rows.js';
 import { QueueTally } from '../stats/tally.js';
-import type { WorkerEvents } from './worker.js';
+import type { WorkerEvents } from './events.js';
 import { WorkerRows, type PresenceStatus } from './worker-rows.js';
 
 export interface HeartbeatOptions {
   workerId: string;
   supervisorId?: string;
+  /** The host shown in the workers table. */
+  host: string;
   queues: readonly string[];
   concurrency: number;
   intervalMs: number;
@@ -68,7 +69,8 @@ export class Heartbeat {
     worker.on('job:failed', (job) => this.tally.count(job.queue, 'failed'));
     worker.on('job:retrying', (job) => this.tally.count(job.queue, 'retried'));
     worker.on('job:deferred', (job) => this.tally.count(job.queue, 'deferred'));
-    worker.on('stopping', () => void this.beat());
+    // A worker stopped before it ever ran has nothing to report (and its pool may be closing).
+    worker.on('stopping', () => void (this.timer && this.beat()));
   }
 
   /** Registers and reads the controls once, so the very first claim already skips paused queues. */
@@ -113,9 +115,9 @@ export class Heartbeat {
   }
 
   private async register(): Promise<void> {
-    const { workerId, supervisorId, queues, concurrency, intervalMs } = this.options;
+    const { workerId, supervisorId, host, queues, concurrency, intervalMs } = this.options;
     const startedAt = await this.workers.register(
-      { id: workerId, kind: 'worker', supervisorId, host: hostname(), pid: process.pid, queues, concurrency, heartbeatMs: intervalMs },
+      { id: workerId, kind: 'worker', supervisorId, host, pid: process.pid, queues, concurrency, heartbeatMs: intervalMs },
       this.status(),
     );
     // A row re-created after an outage keeps the first start time: a restart asked for meanwhile still applies.

@@ -2,9 +2,10 @@ import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { moveJobToFailed } from '../failed/store.js';
 import { withSession, type SessionQuery } from '../db/session.js';
-import { deleteByIdsSql, placeholders } from '../db/sql.js';
+import { placeholders, reservationsMatchSql } from '../db/sql.js';
 import { isConnectionError } from '../db/errors.js';
-import { CLAIM_COLUMNS, toClaimedJob, type ClaimDefaults, type ClaimedJob } from './claimed-job.js';
+import { withDatabaseRetry } from '../db/retry.js';
+import { CLAIM_COLUMNS, toClaimedJob, type ClaimDefaults, type ClaimedJob, type Reservation } from './claimed-job.js';
 import { completeJobsCountingBatches, removeJobsOfCancelledBatches } from '../batch/counters.js';
 
 /**
@@ -25,7 +26,9 @@ export class JobRows {
    * The claim (DESIGN.md "must"): per queue, one range of the claim index in index order, SKIP
    * LOCKED, then one UPDATE that reserves exactly the rows it locked. Queues are read in the order
    * given, so the first drains before the next is touched; a rate-limited queue gives at most its
-   * cap. The caller wraps this in a deadlock retry.
+   * cap. Each queue's claim commits on its own: `onCommitted` hears of its jobs at once, so a failure
+   * in a later queue cannot make the worker forget jobs it already holds. The caller wraps this in a
+   * deadlock retry.
    */
   async claim(
     queues: readonly string[],
@@ -34,6 +37,7 @@ export class JobRows {
     defaults: ClaimDefaults & { leaseGraceMs: number; leaseMaxMs: number },
     /** Rate-limited queues: at most this many from each (the tokens the worker holds). */
     caps?: ReadonlyMap<string, number>,
+    onCommitted: (jobs: ClaimedJob[]) => void = () => undefined,
   ): Promise<ClaimedJob[]> {
     const reserve = this.reserveClause(workerId, defaults);
     return withSession(this.knex, async (query) => {
@@ -41,8 +45,11 @@ export class JobRows {
       for (const queue of queues) {
         const take = Math.min(limit - claimed.length, caps?.get(queue) ?? Infinity);
         if (take <= 0) continue;
-        const rows = await this.claimFromQueue(query, queue, take, reserve);
-        claimed.push(...rows.map((row) => toClaimedJob(row, defaults)));
+        // Retried per queue (deadlock, lock wait): a retry never re-claims what an earlier queue committed.
+        const rows = await withDatabaseRetry(() => this.claimFromQueue(query, queue, take, reserve));
+        const jobs = rows.map((row) => toClaimedJob(row, defaults));
+        if (jobs.length > 0) onCommitted(jobs);
+        claimed.push(...jobs);
         if (claimed.length >= limit) break;
       }
       return claimed;
@@ -59,13 +66,13 @@ export class JobRows {
    */
   private async claimFromQueue(query: SessionQuery, queue: string, take: number, reserve: SqlFragment): Promise<Record<string, unknown>[]> {
     const select = this.claimSelect(queue, take);
-    const rows = ((await query(`START TRANSACTION; ${select.sql}`, select.bindings)) as unknown[])[1] as Record<string, unknown>[];
+    const rows = await rollingBackOnError(query, async () => ((await query(`START TRANSACTION; ${select.sql}`, select.bindings)) as unknown[])[1] as Record<string, unknown>[]);
     if (rows.length === 0) {
       await query('COMMIT');
       return [];
     }
     const ids = rows.map((row) => Number(row.id));
-    await this.reserving(() => query(`UPDATE ${this.jobs} SET ${reserve.sql} WHERE id IN (${placeholders(ids)}); COMMIT`, [...reserve.bindings, ...ids]));
+    await rollingBackOnError(query, () => this.reserving(() => query(`UPDATE ${this.jobs} SET ${reserve.sql} WHERE id IN (${placeholders(ids)}); COMMIT`, [...reserve.bindings, ...ids])));
     // The rows were read before the UPDATE: count this run like the UPDATE did.
     return rows.map((row) => ({ ...row, attempts: Number(row.attempts) + 1 }));
   }
@@ -105,16 +112,16 @@ export class JobRows {
   }
 
   /**
-   * After a lost claim reply: jobs reserved by this worker that it is not running go back, with
-   * the attempt uncounted. Found through the lease index, which holds only reserved rows.
+   * After a lost claim reply: jobs reserved by this worker that it does not hold (at any stage) go
+   * back, with the attempt uncounted. Found through the lease index, which holds only reserved rows.
    */
-  async putBackUnknownReservations(workerId: string, runningIds: readonly number[]): Promise<number> {
+  async putBackUnknownReservations(workerId: string, heldIds: readonly number[]): Promise<number> {
     const [result] = (await this.knex.raw(
       `UPDATE ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_lease_until_index\`)
        SET reserved_at = NULL, reserved_by = NULL, lease_until = NULL, attempts = GREATEST(attempts, 1) - 1,
          deferrals = deferrals + 1, last_error = 'put back: the claim reply was lost'
-       WHERE lease_until IS NOT NULL AND reserved_by = ?${runningIds.length ? ` AND id NOT IN (${placeholders(runningIds)})` : ''}`,
-      [workerId, ...runningIds],
+       WHERE lease_until IS NOT NULL AND reserved_by = ?${heldIds.length ? ` AND id NOT IN (${placeholders(heldIds)})` : ''}`,
+      [workerId, ...heldIds],
     )) as [{ affectedRows: number }];
     return result.affectedRows;
   }
@@ -134,26 +141,31 @@ export class JobRows {
     return rows.length > 0;
   }
 
-  /** Extends the leases of jobs still running, from the database clock. */
-  async renewLeases(ids: number[], workerId: string, leaseGraceMs: number, leaseMaxMs: number): Promise<void> {
-    if (ids.length === 0) return;
-    await this.knex.raw(
-      `UPDATE ${this.jobs} SET lease_until = NOW(3) + INTERVAL (LEAST(timeout_ms + ?, ?) * 1000) MICROSECOND
-       WHERE id IN (${placeholders(ids)}) AND reserved_by = ?`,
-      [leaseGraceMs, leaseMaxMs, ...ids, workerId],
-    );
+  /**
+   * Extends the leases of the reservations a worker holds, from the database clock. Returns the ids
+   * among them that are no longer this worker's (swept after a partition, say): the worker must let
+   * go of those without writing anything for them.
+   */
+  async renewLeases(reservations: readonly Reservation[], workerId: string, leaseGraceMs: number, leaseMaxMs: number): Promise<number[]> {
+    if (reservations.length === 0) return [];
+    const match = reservationsMatchSql(reservations, workerId);
+    const [result] = (await this.knex.raw(
+      `UPDATE ${this.jobs} SET lease_until = NOW(3) + INTERVAL (LEAST(timeout_ms + ?, ?) * 1000) MICROSECOND WHERE ${match.sql}`,
+      [leaseGraceMs, leaseMaxMs, ...match.bindings] as Knex.RawBinding[],
+    )) as [{ affectedRows: number }];
+    if (result.affectedRows === reservations.length) return [];
+    const [still] = (await this.knex.raw(`SELECT id FROM ${this.jobs} WHERE ${match.sql}`, match.bindings as Knex.RawBinding[])) as [Array<{ id: number }>];
+    const ours = new Set(still.map((row) => Number(row.id)));
+    return reservations.filter((reservation) => !ours.has(reservation.id)).map((reservation) => reservation.id);
   }
 
   /**
-   * Success: grouped into one DELETE by primary key. Jobs of batches (pass their batch ids) also
-   * count down their batch, once per batch per flush, in the same transaction (src/batch/counters.ts).
+   * Success: grouped into one DELETE of exactly these reservations. Jobs of batches also count down
+   * their batch, once per batch per flush, in the same transaction (src/batch/counters.ts).
    */
-  async complete(ids: number[], batchIds?: ReadonlyArray<string | null>): Promise<void> {
-    if (ids.length === 0) return;
-    if (batchIds?.some((batchId) => batchId !== null)) {
-      return completeJobsCountingBatches(this.knex, this.tables, ids.map((id, index) => ({ id, batchId: batchIds[index] ?? null })));
-    }
-    await this.knex.raw(deleteByIdsSql(this.tables.jobs, ids), ids);
+  async complete(jobs: ReadonlyArray<Reservation & { batchId: string | null }>, workerId: string): Promise<void> {
+    if (jobs.length === 0) return;
+    await completeJobsCountingBatches(this.knex, this.tables, jobs, workerId);
   }
 
   /**
@@ -161,36 +173,47 @@ export class JobRows {
    * its batch was cancelled meanwhile: a job waiting in backoff is a waiting job, which a cancel
    * removes, so the worker removes it instead ('batch-cancelled'). 'not-ours': the lease was lost.
    */
-  async retryLater(id: number, workerId: string, delayMs: number, error: string, batchId: string | null = null): Promise<'retried' | 'batch-cancelled' | 'not-ours'> {
+  async retryLater(job: Reservation & { batchId: string | null }, workerId: string, delayMs: number, error: string): Promise<'retried' | 'batch-cancelled' | 'not-ours'> {
     const batches = `\`${this.tables.jobBatches}\``;
-    const unlessCancelled = batchId === null ? '' : ` AND NOT EXISTS (SELECT 1 FROM ${batches} WHERE id = ? AND cancelled_at IS NOT NULL)`;
+    const match = reservationsMatchSql([job], workerId);
+    const unlessCancelled = job.batchId === null ? '' : ` AND NOT EXISTS (SELECT 1 FROM ${batches} WHERE id = ? AND cancelled_at IS NOT NULL)`;
     const [result] = (await this.knex.raw(
       `UPDATE ${this.jobs} SET reserved_at = NULL, reserved_by = NULL, lease_until = NULL,
          available_at = NOW(3) + INTERVAL ? MICROSECOND, last_error = ?
-       WHERE id = ? AND reserved_by = ?${unlessCancelled}`,
-      [Math.round(delayMs) * 1000, truncate(error), id, workerId, ...(batchId === null ? [] : [batchId])],
+       WHERE ${match.sql}${unlessCancelled}`,
+      [Math.round(delayMs) * 1000, truncate(error), ...match.bindings, ...(job.batchId === null ? [] : [job.batchId])] as Knex.RawBinding[],
     )) as [{ affectedRows: number }];
     if (result.affectedRows > 0) return 'retried';
-    if (batchId === null) return 'not-ours';
-    const [cancelled] = (await this.knex.raw(`SELECT 1 FROM ${batches} WHERE id = ? AND cancelled_at IS NOT NULL`, [batchId])) as [unknown[]];
+    if (job.batchId === null) return 'not-ours';
+    const [cancelled] = (await this.knex.raw(`SELECT 1 FROM ${batches} WHERE id = ? AND cancelled_at IS NOT NULL`, [job.batchId])) as [unknown[]];
     return cancelled.length > 0 ? 'batch-cancelled' : 'not-ours';
   }
 
   /** Put back without counting the attempt (graceful stop, rate limit, pause): a deferral. */
-  async defer(ids: number[], workerId: string, delayMs: number, reason: string): Promise<void> {
-    if (ids.length === 0) return;
+  async defer(jobs: readonly Reservation[], workerId: string, delayMs: number, reason: string): Promise<void> {
+    if (jobs.length === 0) return;
+    const match = reservationsMatchSql(jobs, workerId);
     await this.knex.raw(
       `UPDATE ${this.jobs} SET reserved_at = NULL, reserved_by = NULL, lease_until = NULL,
          attempts = GREATEST(attempts, 1) - 1, deferrals = deferrals + 1,
          available_at = NOW(3) + INTERVAL ? MICROSECOND, last_error = ?
-       WHERE id IN (${placeholders(ids)}) AND reserved_by = ?`,
-      [Math.round(delayMs) * 1000, truncate(reason), ...ids, workerId],
+       WHERE ${match.sql}`,
+      [Math.round(delayMs) * 1000, truncate(reason), ...match.bindings] as Knex.RawBinding[],
     );
   }
 
+  /**
+   * Leaves a note on a reservation the worker keeps (a handler that ignored its timeout runs on):
+   * whoever returns the job later (lease sweep, dead-worker release) reports it.
+   */
+  async noteError(job: Reservation, workerId: string, error: string): Promise<void> {
+    const match = reservationsMatchSql([job], workerId);
+    await this.knex.raw(`UPDATE ${this.jobs} SET last_error = ? WHERE ${match.sql}`, [truncate(error), ...match.bindings] as Knex.RawBinding[]);
+  }
+
   /** The last attempt failed (or the job can never succeed): to failed_jobs, atomically. */
-  async fail(id: number, workerId: string, exception: string): Promise<boolean> {
-    return this.knex.transaction((trx) => moveJobToFailed(trx, this.tables, id, workerId, exception));
+  async fail(job: Reservation, workerId: string, exception: string): Promise<boolean> {
+    return this.knex.transaction((trx) => moveJobToFailed(trx, this.tables, job.id, reservationsMatchSql([job], workerId), exception));
   }
 
   /**
@@ -200,7 +223,7 @@ export class JobRows {
   async sweepExpiredLeases(limit = 100): Promise<ReturnedReservations> {
     return this.knex.transaction(async (trx) => {
       const [rows] = (await trx.raw(
-        `SELECT id, attempts, max_attempts, reserved_by, batch_id FROM ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_lease_until_index\`)
+        `SELECT id, attempts, max_attempts, reserved_by, batch_id, last_error FROM ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_lease_until_index\`)
          WHERE lease_until < NOW(3) ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED`,
         [limit],
       )) as [ReservationRow[]];
@@ -226,7 +249,7 @@ export class JobRows {
     const ids = found.map((row) => row.id);
     return this.knex.transaction(async (trx) => {
       const [rows] = (await trx.raw(
-        `SELECT id, attempts, max_attempts, reserved_by, batch_id FROM ${this.jobs} WHERE id IN (${placeholders(ids)}) AND reserved_by = ? FOR UPDATE`,
+        `SELECT id, attempts, max_attempts, reserved_by, batch_id, last_error FROM ${this.jobs} WHERE id IN (${placeholders(ids)}) AND reserved_by = ? FOR UPDATE`,
         [...ids, workerId],
       )) as [ReservationRow[]];
       return this.returnOrFail(trx, rows, `worker process died while running this job: ${cause}`, (row) =>
@@ -260,7 +283,10 @@ export class JobRows {
         [releasedBecause, ...ids],
       );
     }
-    for (const row of exhausted) await moveJobToFailed(trx, this.tables, row.id, row.reserved_by, failedBecause(row));
+    for (const row of exhausted) {
+      const because = row.last_error ? `${failedBecause(row)}; its last error: ${row.last_error}` : failedBecause(row);
+      await moveJobToFailed(trx, this.tables, row.id, { sql: 'reserved_by = ?', bindings: [row.reserved_by] }, because);
+    }
     return { released: retryable.length, failed: exhausted.length, removed: removed.length };
   }
 }
@@ -281,6 +307,7 @@ interface ReservationRow {
   max_attempts: number | null;
   reserved_by: string;
   batch_id: string | null;
+  last_error: string | null;
 }
 
 /**
@@ -296,6 +323,16 @@ function defaultFor(defaults: ClaimDefaults, key: 'maxAttempts' | 'timeoutMs'): 
   };
 }
 
+
+/** A failed claim statement leaves no transaction open on the session, so the next try starts clean. */
+async function rollingBackOnError<T>(query: SessionQuery, statement: () => Promise<T>): Promise<T> {
+  try {
+    return await statement();
+  } catch (error) {
+    await query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
 
 function truncate(text: string, max = 60_000): string {
   return text.length > max ? `${text.slice(0, max)}…` : text;

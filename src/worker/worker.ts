@@ -1,140 +1,33 @@
 import { EventEmitter } from 'node:events';
-import { hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
-import { backoffDelayMs, toBackoffPlan, type BackoffOption, type BackoffPlan } from '../backoff.js';
-import { parseDuration, type Duration } from '../duration.js';
 import { isConnectionError } from '../db/errors.js';
-import { withDatabaseRetry } from '../db/retry.js';
 import { assertSupportedServer } from '../db/server-version.js';
 import type { TableNames } from '../db/tables.js';
+import { JobTimeoutError, type LeaseLostError } from '../errors.js';
 import type { JobRegistry } from '../job.js';
-import { describeError, startAttempt, type AttemptOutcome, type RunningAttempt } from './attempt.js';
-import { jobDefaultsOf, type ClaimedJob, type JobDefaults } from './claimed-job.js';
-import { CompletionBuffer } from './completions.js';
-import { Heartbeat } from './heartbeat.js';
-import { ClaimReplyLostError, JobRows, type ReturnedReservations } from './job-rows.js';
-import { sleep } from '../sleep.js';
 import { ClaimGate } from '../ratelimit/claim-gate.js';
 import { RateLimiter } from '../ratelimit/limiter.js';
+import { sleep } from '../sleep.js';
+import { startAttempt, type AttemptOutcome } from './attempt.js';
+import { jobDefaultsOf } from './claimed-job.js';
+import { Claimer } from './claimer.js';
+import type { WorkerEvents, WorkerStats, WorkerStopReason } from './events.js';
+import { Heartbeat } from './heartbeat.js';
+import { HeldSet, type HeldJob } from './held-set.js';
+import { JobRows, type ReturnedReservations } from './job-rows.js';
+import { LeaseKeeper } from './lease-keeper.js';
+import { newWorkerId, resolveOptions, type ResolvedOptions, type WorkerOptions } from './options.js';
+import { OutcomeRecorder } from './outcomes.js';
 
-export interface WorkerOptions {
-  /** Queues in priority order: the first drains before the next is read. Default `['default']`. */
-  queues?: string[];
-  /** Jobs run at once in this process. Default 1. */
-  concurrency?: number;
-  /** Defaults for jobs that set none of their own. */
-  tries?: number;
-  timeout?: Duration;
-  backoff?: BackoffOption;
-  /** Pause between polls when nothing is due. Default 100 ms. */
-  sleep?: Duration;
-  /** Stop after this many jobs (then a supervisor starts a fresh process). */
-  maxJobs?: number;
-  /** Stop after running this long. */
-  maxTime?: Duration;
-  /** Run one job, then stop. */
-  once?: boolean;
-  /** Stop when no job is due and none is running. */
-  stopWhenEmpty?: boolean;
-  /** On stop, how long running jobs may finish before they are put back. Default 60 s. */
-  stopWait?: Duration;
-  /** Lease = job timeout + this grace (capped by leaseMax), renewed while the job runs. */
-  leaseGrace?: Duration;
-  leaseMax?: Duration;
-  /** A handler still running this long after its timeout makes the worker recycle. */
-  timeoutGrace?: Duration;
-  /** How often this worker returns expired leases of dead workers. Default 15 s; 0 disables. */
-  sweepInterval?: Duration;
-  /** How long finish statements keep retrying while the database is unreachable. Default 10 min. */
-  reconnectFor?: Duration;
-  workerId?: string;
-  /** How often the worker reports in (workers table, per-minute stats) and reads pause/restart controls. Default 5 s; 0 = never. */
-  heartbeat?: Duration;
-  /** Resident memory (bytes) past which the worker stops gracefully with reason 'memory', for its supervisor to replace it. */
-  memoryLimit?: number;
-  /** The supervisor that started this worker's process, shown in `mailq status`. */
-  supervisorId?: string;
-}
-
-export type WorkerStopReason = 'stopped' | 'signal' | 'empty' | 'once' | 'max-jobs' | 'max-time' | 'memory' | 'stuck-job' | 'restart';
-
-export interface WorkerStats {
-  completed: number;
-  failed: number;
-  retried: number;
-  deferred: number;
-  running: number;
-}
-
-export interface WorkerEvents {
-  'job:started': [ClaimedJob];
-  'job:completed': [ClaimedJob, number];
-  'job:retrying': [ClaimedJob, Error, number];
-  'job:failed': [ClaimedJob, Error];
-  'job:deferred': [ClaimedJob, number, string];
-  'error': [Error];
-  'stopping': [WorkerStopReason];
-  /** Registered (or tried to) and about to claim. */
-  'ready': [];
-}
-
-interface ResolvedOptions {
-  queues: string[];
-  concurrency: number;
-  maxAttempts: number;
-  timeoutMs: number;
-  backoff: BackoffPlan;
-  sleepMs: number;
-  maxJobs?: number;
-  maxTimeMs?: number;
-  once: boolean;
-  stopWhenEmpty: boolean;
-  stopWaitMs: number;
-  leaseGraceMs: number;
-  leaseMaxMs: number;
-  timeoutGraceMs: number;
-  sweepIntervalMs: number;
-  reconnectForMs: number;
-  heartbeatMs: number;
-  memoryLimit?: number;
-}
-
-export function newWorkerId(): string {
-  return `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-}
-
-function resolveOptions(options: WorkerOptions): ResolvedOptions {
-  const queues = options.queues?.length ? options.queues : ['default'];
-  const concurrency = options.concurrency ?? 1;
-  if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('concurrency must be an integer ≥ 1');
-  return {
-    queues,
-    concurrency,
-    maxAttempts: options.tries ?? 1,
-    timeoutMs: parseDuration(options.timeout ?? 60),
-    backoff: toBackoffPlan(options.backoff ?? 0),
-    sleepMs: parseDuration(options.sleep ?? '100ms'),
-    maxJobs: options.maxJobs,
-    maxTimeMs: options.maxTime === undefined ? undefined : parseDuration(options.maxTime),
-    once: options.once ?? false,
-    stopWhenEmpty: options.stopWhenEmpty ?? false,
-    stopWaitMs: parseDuration(options.stopWait ?? 60),
-    leaseGraceMs: parseDuration(options.leaseGrace ?? 30),
-    leaseMaxMs: parseDuration(options.leaseMax ?? '5m'),
-    timeoutGraceMs: parseDuration(options.timeoutGrace ?? 10),
-    sweepIntervalMs: parseDuration(options.sweepInterval ?? 15),
-    reconnectForMs: parseDuration(options.reconnectFor ?? '10m'),
-    heartbeatMs: parseDuration(options.heartbeat ?? 5),
-    memoryLimit: options.memoryLimit,
-  };
-}
+export { newWorkerId, type WorkerOptions } from './options.js';
+export type { WorkerEvents, WorkerStats, WorkerStopReason } from './events.js';
 
 /**
- * One worker: claims due jobs in batches that fit its free slots, runs them with timeouts,
- * and records each outcome. Many workers (in many processes, on many hosts) share the queue
- * through the database alone.
+ * One worker: claims due jobs into its held set, runs them in its slots with timeouts, and records
+ * each outcome. Many workers (in many processes, on many hosts) share the queue through the
+ * database alone. The parts: a Claimer (claims into the held set), an OutcomeRecorder (writes how
+ * each job ended), a LeaseKeeper (renews, fences, sweeps), a Heartbeat (presence, pause/restart).
  *
  * @example
  * const worker = mq.worker({ queues: ['mailbox-sync'], concurrency: 10, tries: 3 });
@@ -143,23 +36,24 @@ function resolveOptions(options: WorkerOptions): ResolvedOptions {
  */
 export class Worker extends EventEmitter<WorkerEvents> {
   readonly id: string;
-  readonly stats: WorkerStats = { completed: 0, failed: 0, retried: 0, deferred: 0, running: 0 };
+  readonly stats: WorkerStats = { completed: 0, failed: 0, retried: 0, deferred: 0, running: 0, buffered: 0 };
   private readonly options: ResolvedOptions;
-  private readonly rows: JobRows;
+  private readonly held = new HeldSet(() => this.slotFreed());
   private readonly gate: ClaimGate;
-  private readonly running = new Map<number, RunningAttempt>();
-  private readonly completions: CompletionBuffer<ClaimedJob>;
+  private readonly claimer: Claimer;
+  private readonly recorder: OutcomeRecorder;
+  private readonly leases: LeaseKeeper;
+  private readonly heartbeat: Heartbeat | undefined;
+  /** Outcomes being handled (from a handler's end to its row's last statement): the drain waits for them. */
+  private readonly finishing = new Set<Promise<void>>();
   private readonly stopController = new AbortController();
+  private readonly stopped: Promise<void>;
   private stopReason: WorkerStopReason | undefined;
-  private slotFreed: (() => void) | undefined;
   private startedAt = 0;
   private claimedCount = 0;
-  private lastClaimWasEmpty = false;
-  private timers: NodeJS.Timeout[] = [];
   private runPromise: Promise<WorkerStopReason> | undefined;
-  /** Tries/timeout/backoff that job definitions set, for rows dispatched without them. */
-  private readonly jobDefaults: ReadonlyMap<string, JobDefaults>;
-  private readonly heartbeat: Heartbeat | undefined;
+  private wakeIdle: (() => void) | undefined;
+  private wakeLoop: (() => void) | undefined;
   /** Checked before the first claim (once the database answers): a server without SKIP LOCKED stops the worker with a clear error. */
   private readonly checkServer: () => Promise<void>;
   private serverChecked = false;
@@ -173,16 +67,28 @@ export class Worker extends EventEmitter<WorkerEvents> {
   ) {
     super();
     this.options = resolveOptions(options);
-    this.id = options.workerId ?? newWorkerId();
-    this.rows = new JobRows(knex, tables);
-    this.jobDefaults = jobDefaultsOf(registry.names().map((name) => registry.get(name)!));
-    this.completions = new CompletionBuffer<ClaimedJob>(
-      (jobs) => this.persist('complete', () => this.rows.complete(jobs.map((job) => job.id), jobs.map((job) => job.batchId))),
-      (error, jobs) => this.logger.error({ err: error, jobIds: jobs.map((job) => job.id) }, 'could not delete completed jobs; they will run again when their leases expire'),
-    );
+    this.id = options.workerId ?? newWorkerId(this.options.hostname);
     this.logger = logger.child({ worker: this.id });
-    this.gate = new ClaimGate(new RateLimiter(knex, tables), registry, this.options.queues, this.logger);
-    this.heartbeat = this.options.heartbeatMs > 0 ? this.createHeartbeat(knex, tables, options.supervisorId) : undefined;
+    this.stopped = new Promise((resolve) => this.stopController.signal.addEventListener('abort', () => resolve(), { once: true }));
+    const rows = new JobRows(knex, tables);
+    const workerId = this.id;
+    const o = this.options;
+    this.gate = new ClaimGate(new RateLimiter(knex, tables), registry, o.queues, this.logger);
+    this.recorder = new OutcomeRecorder(rows, this.held, this, this.stats, this.logger, {
+      workerId,
+      backoff: o.backoff,
+      reconnectForMs: o.reconnectForMs,
+      completionWindowMs: o.completionWindowMs,
+    });
+    this.leases = new LeaseKeeper(rows, this.held, this.logger, { workerId, leaseGraceMs: o.leaseGraceMs, leaseMaxMs: o.leaseMaxMs, sweepIntervalMs: o.sweepIntervalMs }, (entry, error) =>
+      this.letGo(entry, error),
+    );
+    const byName = jobDefaultsOf(registry.names().map((name) => registry.get(name)!));
+    this.claimer = new Claimer(rows, this.gate, this.held, this.leases, this.recorder, this, this.stats, {
+      workerId,
+      defaults: { maxAttempts: o.maxAttempts, timeoutMs: o.timeoutMs, byName, leaseGraceMs: o.leaseGraceMs, leaseMaxMs: o.leaseMaxMs },
+    });
+    this.heartbeat = o.heartbeatMs > 0 ? this.createHeartbeat(knex, tables, options.supervisorId) : undefined;
     this.checkServer = () => assertSupportedServer(knex);
   }
 
@@ -190,6 +96,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const heartbeat = new Heartbeat(knex, tables, this.logger, {
       workerId: this.id,
       supervisorId,
+      host: this.options.hostname,
       queues: this.options.queues,
       concurrency: this.options.concurrency,
       intervalMs: this.options.heartbeatMs,
@@ -198,7 +105,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         detail: this.stopReason ?? null,
         jobsDone: this.stats.completed,
         jobsFailed: this.stats.failed,
-        running: this.running.size,
+        running: this.held.count('running'),
       }),
       onRestartSignal: () => void this.stop('restart'),
     });
@@ -221,172 +128,167 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /**
-   * Graceful stop: claim nothing more, let running jobs finish within `stopWait`, then put
-   * the rest back without counting their attempt. Resolves when the worker has stopped.
+   * Graceful stop: claim nothing more, put back jobs not started (attempt not counted), let running
+   * jobs finish within `stopWait`, then put the rest back. Resolves when the worker has stopped.
    */
   async stop(reason: WorkerStopReason = 'stopped'): Promise<WorkerStopReason> {
     this.requestStop(reason);
     return this.runPromise ?? reason;
   }
 
+  /** Ends an idle wait now: a job was dispatched to one of this worker's queues in this process. */
+  wake(): void {
+    this.wakeIdle?.();
+  }
+
   private requestStop(reason: WorkerStopReason): void {
     if (this.stopReason) return;
     this.stopReason = reason;
-    this.logger.info({ reason, running: this.running.size }, 'worker stopping');
+    this.logger.info({ reason, running: this.held.count('running') }, 'worker stopping');
     this.emit('stopping', reason);
     this.stopController.abort();
-    this.slotFreed?.();
   }
 
+  /** The story: claim into the held set, start what fits, wait; on any exit, drain the held set. */
   private async loop(): Promise<WorkerStopReason> {
     this.startedAt = Date.now();
-    this.logger.info({ queues: this.options.queues, concurrency: this.options.concurrency }, 'worker started');
-    this.startTimers();
+    this.logger.info({ queues: this.options.queues, concurrency: this.options.concurrency, prefetch: this.options.prefetch }, 'worker started');
+    this.leases.start();
+    let failure: unknown;
     try {
       await this.heartbeat?.start();
       this.emit('ready');
-      while (!this.stopReason) {
-        this.checkLimits();
-        if (this.stopReason) break;
-        const free = this.freeSlots();
-        if (free === 0) {
-          await this.waitForSlot();
-          continue;
-        }
-        const claimed = await this.claimSafely(free);
-        if (this.stopReason) {
-          await this.putBack(claimed, 'put back: worker stopped while claiming');
-          break;
-        }
-        for (const job of claimed) this.start(job);
-        if (this.options.once && this.claimedCount > 0) this.requestStop('once');
-        if (claimed.length === 0) await this.idle();
-      }
-      await this.drain();
+      while (!this.stopReason) await this.step();
+    } catch (error) {
+      failure = error;
+      this.logger.error({ err: error }, 'worker loop failed; draining before it stops');
     } finally {
-      this.timers.forEach(clearInterval);
-      this.timers = [];
+      await this.drain();
+      await this.leases.stop();
       await this.heartbeat?.stop();
     }
     this.logger.info({ reason: this.stopReason, ...this.stats }, 'worker stopped');
+    if (failure !== undefined) throw failure;
     return this.stopReason ?? 'stopped';
   }
 
-  private freeSlots(): number {
-    const remaining = this.options.maxJobs === undefined ? Infinity : this.options.maxJobs - this.claimedCount;
-    const limit = this.options.once ? 1 : this.options.concurrency;
-    return Math.max(0, Math.min(limit - this.running.size, remaining));
+  private async step(): Promise<void> {
+    this.checkLimits();
+    if (this.stopReason) return;
+    await this.putBackPaused();
+    this.startWaiting();
+    const wanted = this.wanted();
+    if (wanted === 0) return this.waitForRoom();
+    const claimed = await this.claim(wanted);
+    if (this.stopReason) return;
+    this.startWaiting();
+    if (this.options.once && this.claimedCount > 0) this.requestStop('once');
+    else if (claimed === 0 && this.held.count('waiting') === 0) await this.idle();
+  }
+
+  /**
+   * A slot freed (or a job left the held set): the next waiting job starts now, without the loop;
+   * the loop wakes only when there is room to claim into or nothing is left to wait for.
+   */
+  private slotFreed(): void {
+    if (!this.stopReason) this.startWaiting();
+    if (this.stopReason || this.held.size === 0 || this.wanted() > 0) this.wakeLoop?.();
+  }
+
+  /**
+   * Full: until a slot frees, looking again each poll interval (a pause, max-time, memory). The loop
+   * resumes after the rest of this turn of the event loop, so jobs that finish together share one
+   * claim: resolving at the first freed slot claimed 1 job, then the other 9, and the waves stayed
+   * split (590 claims per 1,000 50 ms jobs at concurrency 10, against 137).
+   */
+  private async waitForRoom(): Promise<void> {
+    const timer = new AbortController();
+    const roomMade = new Promise<void>((resolve) => (this.wakeLoop = () => setImmediate(resolve)));
+    await Promise.race([roomMade, this.stopped, sleep(this.options.sleepMs, timer.signal)]);
+    this.wakeLoop = undefined;
+    timer.abort();
+  }
+
+  /** How many to claim now: up to concurrency + prefetch held before starting, within max-jobs. */
+  private wanted(): number {
+    const { maxJobs, once, concurrency, prefetch } = this.options;
+    const capacity = once ? 1 : concurrency + prefetch;
+    const remaining = maxJobs === undefined ? Infinity : maxJobs - this.claimedCount;
+    const room = Math.min(capacity - this.held.count('claiming', 'waiting', 'running'), remaining);
+    // With jobs still waiting, claim again only once half the buffer has started: claims stay large
+    // (the server's cost per job falls steeply with the claim's size) and one is always in hand.
+    if (this.held.count('waiting') > 0 && room < Math.ceil(prefetch / 2)) return 0;
+    return Math.max(0, room);
+  }
+
+  /** Slots free once the jobs already waiting have started. */
+  private startable(): number {
+    const slots = this.options.once ? 1 : this.options.concurrency;
+    return Math.max(0, slots - this.held.count('claiming', 'waiting', 'running'));
   }
 
   private checkLimits(): void {
-    const { maxJobs, maxTimeMs } = this.options;
-    if (maxJobs !== undefined && this.claimedCount >= maxJobs) this.requestStop('max-jobs');
+    const { maxJobs, maxTimeMs, memoryLimit } = this.options;
+    if (maxJobs !== undefined && this.claimedCount >= maxJobs && this.held.count('waiting') === 0) this.requestStop('max-jobs');
     else if (maxTimeMs !== undefined && Date.now() - this.startedAt >= maxTimeMs) this.requestStop('max-time');
-    else if (this.options.memoryLimit !== undefined && process.memoryUsage.rss() > this.options.memoryLimit) this.requestStop('memory');
+    else if (memoryLimit !== undefined && process.memoryUsage.rss() > memoryLimit) this.requestStop('memory');
+  }
+
+  /** A claim, with the database's absence waited out rather than thrown. */
+  private async claim(wanted: number): Promise<number> {
+    const claimed = await this.databaseCall(async () => {
+      if (!this.serverChecked) {
+        await this.checkServer();
+        this.serverChecked = true;
+      }
+      return this.claimer.claim(this.claimableQueues(), wanted, this.startable());
+    });
+    this.claimedCount += claimed ?? 0;
+    this.stats.buffered = this.held.count('waiting');
+    return claimed ?? 0;
+  }
+
+  /** Waiting jobs of a queue paused since they were claimed go back, attempt not counted. */
+  private async putBackPaused(): Promise<void> {
+    if (!this.heartbeat || this.held.count('waiting') === 0) return;
+    const claimable = new Set(this.claimableQueues());
+    const paused = this.held.entries('waiting').filter((entry) => !claimable.has(entry.job.queue));
+    if (paused.length > 0) await this.recorder.putBack(paused, 'put back: its queue was paused');
+  }
+
+  /** Starts waiting jobs while slots are free; one whose lease would end before it starts goes back instead. */
+  private startWaiting(): void {
+    const slots = this.options.once ? 1 : this.options.concurrency;
+    while (this.held.count('running') < slots) {
+      const entry = this.held.nextWaiting();
+      if (!entry) break;
+      if (this.leases.runway(entry) <= 0) {
+        void this.recorder.putBack([entry], 'put back: its lease would have ended before it started');
+        continue;
+      }
+      this.start(entry);
+    }
+    this.stats.buffered = this.held.count('waiting');
   }
 
   private async idle(): Promise<void> {
     const claimable = this.claimableQueues();
-    if (this.options.stopWhenEmpty && this.running.size === 0) {
-      const due = claimable.length > 0 && (await this.databaseCall(() => this.rows.anyDue(claimable)));
+    if (this.options.stopWhenEmpty && this.held.size === 0) {
+      const due = await this.databaseCall(() => this.claimer.anyDue(claimable));
       if (due === false) return this.requestStop('empty');
     }
     // Every queue waits for a rate-limit token: sleep until the first one is due, not poll.
     const untilToken = claimable.length > 0 && this.gate.openQueues(claimable).length === 0 ? this.gate.msUntilOpen(claimable) : undefined;
-    await sleep(Math.max(this.options.sleepMs, untilToken ?? 0), this.stopController.signal);
-  }
-
-  /**
-   * Resolves once a slot frees, after the rest of this turn of the event loop: jobs that finish
-   * together (timers that expire in the same tick) then share one claim. Resolving at the first
-   * freed slot claimed 1 job, then the other 9, and the waves stayed split: at concurrency 10 with
-   * 50 ms jobs that took 590 claims per 1,000 jobs, against 137 now. Measured on the 2-core VM, the
-   * bench's I/O efficiency went 0.91 → 0.89 all the same: there a claim after 50 ms of idleness
-   * takes ~4.7 ms and one every few ms ~2 ms (the VM's wake-up latency), so many small claims
-   * happened to hide it. Kept for the 4× fewer transactions, and because without that wake-up
-   * cost one claim per wave is what idles slots least (each slot waits one claim, not up to two).
-   */
-  private waitForSlot(): Promise<void> {
-    return new Promise((resolve) => {
-      this.slotFreed = () => {
-        this.slotFreed = undefined;
-        setImmediate(resolve);
-      };
-    });
-  }
-
-  /**
-   * An idle worker first asks cheaply (no locks, one round trip) whether anything is due; only
-   * then does it open a claim transaction. One empty claim never means "drained": SKIP LOCKED
-   * may have skipped rows another worker was locking.
-   */
-  private async claimSafely(limit: number): Promise<ClaimedJob[]> {
-    if (!this.serverChecked) {
-      this.serverChecked = (await this.databaseCall(() => this.checkServer().then(() => true))) ?? false;
-      if (!this.serverChecked) return [];
-    }
-    const claimable = this.claimableQueues();
-    // Paused queues are left out by the heartbeat; queues waiting for a rate-limit token, by the gate.
-    const queues = this.gate.openQueues(claimable);
-    if (queues.length === 0) {
-      if (claimable.length === 0) this.lastClaimWasEmpty = true;
-      return [];
-    }
-    if (this.lastClaimWasEmpty) {
-      const due = await this.databaseCall(() => this.rows.anyDue(queues));
-      if (!due) return [];
-    }
-    const result = await this.databaseCall(() =>
-      this.gate.claim(queues, limit, (open, caps) =>
-        this.recoverLostClaim(() =>
-          this.rows.claim(
-            open,
-            limit,
-            this.id,
-            {
-              maxAttempts: this.options.maxAttempts,
-              timeoutMs: this.options.timeoutMs,
-              byName: this.jobDefaults,
-              leaseGraceMs: this.options.leaseGraceMs,
-              leaseMaxMs: this.options.leaseMaxMs,
-            },
-            caps,
-          ),
-        ),
-      ),
-    );
-    const claimed = result?.run ?? [];
-    for (const wait of result?.waiting ?? []) await this.putBackForToken(wait.jobs, wait.delayMs, wait.key);
-    this.lastClaimWasEmpty = claimed.length === 0 && !result?.waiting.length;
-    return claimed;
-  }
-
-  /** Deadlocks are retried; a claim whose reply was lost is undone once the database answers again. */
-  private async recoverLostClaim(claim: () => Promise<ClaimedJob[]>): Promise<ClaimedJob[]> {
-    try {
-      return await withDatabaseRetry(claim);
-    } catch (error) {
-      if (!(error instanceof ClaimReplyLostError)) throw error;
-      // Awaited, so no new claim can be reserved (and wrongly put back) before this runs.
-      await this.persist('undo lost claim', () => this.rows.putBackUnknownReservations(this.id, [...this.running.keys()]));
-      return [];
-    }
+    const woken = new AbortController();
+    this.wakeIdle = () => woken.abort();
+    await Promise.race([sleep(Math.max(this.options.sleepMs, untilToken ?? 0), woken.signal), this.stopped]);
+    this.wakeIdle = undefined;
+    woken.abort();
   }
 
   /** The worker's queues minus those paused at the last heartbeat: the claim never joins the controls. */
   private claimableQueues(): readonly string[] {
     return this.heartbeat ? this.heartbeat.claimable(this.options.queues) : this.options.queues;
-  }
-
-
-  /** A rate-limited job claimed without a token goes back as a deferral: its attempt is not spent. */
-  private async putBackForToken(jobs: ClaimedJob[], delayMs: number, key: string): Promise<void> {
-    const reason = `rate limit '${key}': waiting for a token`;
-    await this.persist('defer', () => this.rows.defer(jobs.map((job) => job.id), this.id, delayMs, reason));
-    for (const job of jobs) {
-      this.stats.deferred++;
-      this.emit('job:deferred', job, delayMs, reason);
-    }
   }
 
   /** A database call from the loop: connection failures are logged and waited out, not thrown. */
@@ -403,150 +305,105 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
-  private start(job: ClaimedJob): void {
-    this.claimedCount++;
+  private start(entry: HeldJob): void {
+    const { job } = entry;
+    this.held.move(entry, 'running');
     const attempt = startAttempt(job, this.registry, this.logger, (definition, signal) => ({ rateLimit: this.gate.contextFor(definition, signal, job.id) }));
-    this.running.set(job.id, attempt);
-    this.stats.running = this.running.size;
+    entry.attempt = attempt;
+    this.stats.running = this.held.count('running');
     this.emit('job:started', job);
-    const startedAt = Date.now();
-    void attempt.outcome
-      .then((outcome) => this.finish(attempt, outcome, Date.now() - startedAt))
+    const startedAt = performance.now();
+    const finished: Promise<void> = attempt.outcome
+      .then((outcome) => this.finish(entry, outcome, performance.now() - startedAt))
       .catch((error: unknown) => this.logger.error({ err: error, jobId: job.id }, 'could not record job outcome; its lease will return it'))
       .then(() => this.gate.release(job.id))
       .finally(() => {
-        this.running.delete(job.id);
-        this.stats.running = this.running.size;
-        this.slotFreed?.();
+        this.finishing.delete(finished);
+        this.stats.running = this.held.count('running');
       });
+    this.finishing.add(finished);
   }
 
-  private async finish(attempt: RunningAttempt, outcome: AttemptOutcome, elapsedMs: number): Promise<void> {
-    const { job } = attempt;
+  /** Hands the outcome to the recorder, unless the worker let go of the job meanwhile (lease lost). */
+  private async finish(entry: HeldJob, outcome: AttemptOutcome, elapsedMs: number): Promise<void> {
+    if (this.held.get(entry.job.id) !== entry) return;
     switch (outcome.kind) {
       case 'completed':
-        this.completions.add(job);
-        this.stats.completed++;
-        this.logger.debug({ jobId: job.id, job: job.name, ms: elapsedMs }, 'job completed');
-        this.emit('job:completed', job, elapsedMs);
-        return;
+        return this.recorder.completed(entry, elapsedMs);
       case 'deferred':
-        await this.persist('defer', () => this.rows.defer([job.id], this.id, outcome.delayMs, outcome.reason));
-        this.stats.deferred++;
-        this.emit('job:deferred', job, outcome.delayMs, outcome.reason);
+        return this.recorder.deferred(entry, outcome.delayMs, outcome.reason);
+      case 'lease-lost':
         return;
       case 'interrupted':
-        await this.putBack([job], 'put back: worker stopped before the job finished');
+        if (!(await this.handlerReturned(entry))) return this.abandon(entry, 'its handler ignored the stop signal');
         this.stats.deferred++;
-        return;
+        return this.recorder.putBack([entry], 'put back: worker stopped before the job finished');
       case 'failed':
-        this.watchForStuckHandler(attempt, outcome.error);
-        if (!outcome.permanent && job.attempt < job.maxAttempts) return this.retryLater(job, outcome.error);
-        return this.fail(job, outcome.error);
+        if (outcome.error instanceof JobTimeoutError && !(await this.handlerReturned(entry))) {
+          this.logger.error({ jobId: entry.job.id, job: entry.job.name }, 'handler ignored its timeout; recycling this worker');
+          this.requestStop('stuck-job');
+          await this.recorder.note(entry, `${outcome.error.name}: ${outcome.error.message}`);
+          return this.abandon(entry, 'its handler ignored its timeout');
+        }
+        return this.recorder.failed(entry, outcome.error, outcome.permanent);
     }
-  }
-
-  private async retryLater(job: ClaimedJob, error: Error): Promise<void> {
-    const delayMs = backoffDelayMs(job.backoff ?? this.options.backoff, job.attempt);
-    const retried = await this.persist('retry', () => this.rows.retryLater(job.id, this.id, delayMs, describeError(error), job.batchId));
-    if (retried === 'batch-cancelled') {
-      // Removed and counted done, as the cancel did with the batch's other waiting jobs.
-      this.completions.add(job);
-      this.logger.warn({ jobId: job.id, job: job.name, batchId: job.batchId, error: error.message }, 'job failed; not retried: its batch was cancelled');
-      return;
-    }
-    this.stats.retried++;
-    this.logger.warn({ jobId: job.id, job: job.name, attempt: job.attempt, of: job.maxAttempts, delayMs, error: error.message }, 'job failed; will retry');
-    this.emit('job:retrying', job, error, delayMs);
-  }
-
-  private async fail(job: ClaimedJob, error: Error): Promise<void> {
-    const exception = describeError(error);
-    await this.persist('fail', () => this.rows.fail(job.id, this.id, exception));
-    this.stats.failed++;
-    this.logger.error({ jobId: job.id, job: job.name, attempt: job.attempt, error: error.message }, 'job failed');
-    this.emit('job:failed', job, error);
   }
 
   /**
-   * A handler that ignores its AbortSignal keeps running after its slot was freed. If it is still
-   * running past the grace period, the process recycles so the leak cannot pile up.
+   * An attempt ended by its timeout or by a stop: its slot is free at once, but the handler may run
+   * on, so nothing is written (the row stays reserved, its lease renewed) until the handler returns,
+   * or `timeoutGrace` passes. Written earlier, the job could start elsewhere while this run lives.
    */
-  private watchForStuckHandler(attempt: RunningAttempt, error: Error): void {
-    if (error.name !== 'JobTimeoutError') return;
-    let settled = false;
-    void attempt.handlerSettled.then(() => { settled = true; });
-    const timer = setTimeout(() => {
-      if (settled) return;
-      this.logger.error({ jobId: attempt.job.id, job: attempt.job.name }, 'handler ignored its timeout; recycling this worker');
-      this.requestStop('stuck-job');
-    }, this.options.timeoutGraceMs);
-    timer.unref();
+  private async handlerReturned(entry: HeldJob): Promise<boolean> {
+    this.held.move(entry, 'overdue');
+    const timer = new AbortController();
+    const returned = await Promise.race([entry.attempt!.handlerSettled.then(() => true), sleep(this.options.timeoutGraceMs, timer.signal).then(() => false)]);
+    timer.abort();
+    return returned && this.held.get(entry.job.id) === entry;
   }
 
-  /** Finish statements survive deadlocks and a database restart; they are never dropped silently. */
-  private persist<T>(what: string, statement: () => Promise<T>): Promise<T> {
-    return withDatabaseRetry(statement, {
-      reconnectForMs: this.options.reconnectForMs,
-      onRetry: (error, attempt) => {
-        if (attempt === 1 || attempt % 10 === 0) this.logger.warn({ err: error, attempt }, `retrying ${what}`);
-      },
-    });
+  /**
+   * A handler that will not return: its job stays reserved (nothing written) and leaves the held set
+   * only when the worker has stopped, so its lease (or the supervisor, once this process exits)
+   * returns it then, never while this worker lives and could still be running it.
+   */
+  private abandon(entry: HeldJob, why: string): void {
+    this.logger.warn({ jobId: entry.job.id, job: entry.job.name }, `${why}: the job stays reserved until this worker stops`);
   }
 
-  private async putBack(jobs: ClaimedJob[], reason: string): Promise<void> {
-    if (jobs.length === 0) return;
-    await this.persist('put back', () => this.rows.defer(jobs.map((job) => job.id), this.id, 0, reason));
-  }
-
-  private startTimers(): void {
-    if (this.options.sweepIntervalMs > 0) void this.sweep();
-    this.timers.push(setInterval(() => void this.renewLeases(), this.renewIntervalMs()));
-    if (this.options.sweepIntervalMs > 0) {
-      const jittered = this.options.sweepIntervalMs * (0.75 + Math.random() / 2);
-      this.timers.push(setInterval(() => void this.sweep(), jittered));
-    }
-  }
-
-  private renewIntervalMs(): number {
-    const shortestLease = Math.min(this.options.timeoutMs + this.options.leaseGraceMs, this.options.leaseMaxMs);
-    return Math.max(200, Math.min(10_000, Math.floor(shortestLease / 4)));
-  }
-
-  private async renewLeases(): Promise<void> {
-    const ids = [...this.running.keys()];
-    try {
-      await withDatabaseRetry(() => this.rows.renewLeases(ids, this.id, this.options.leaseGraceMs, this.options.leaseMaxMs));
-    } catch (error) {
-      this.logger.warn({ err: error }, 'could not renew leases');
-    }
+  /** The reservation is no longer vouched for: abort the run, write nothing more for it. */
+  private letGo(entry: HeldJob, error: LeaseLostError): void {
+    if (this.held.get(entry.job.id) !== entry) return;
+    this.held.release(entry);
+    entry.attempt?.abandon(error);
+    this.logger.error({ jobId: entry.job.id, job: entry.job.name, stage: entry.stage, reason: error.message }, 'let go of a job whose lease was lost');
+    this.emit('job:lease-lost', entry.job, error);
   }
 
   /** Returns reservations whose worker died to the queue; any live worker may do it. */
-  async sweep(): Promise<ReturnedReservations> {
-    try {
-      const result = await withDatabaseRetry(() => this.rows.sweepExpiredLeases());
-      if (result.released || result.failed || result.removed) this.logger.warn(result, 'returned jobs whose lease expired');
-      return result;
-    } catch (error) {
-      this.logger.warn({ err: error }, 'lease sweep failed');
-      return { released: 0, failed: 0, removed: 0 };
-    }
+  sweep(): Promise<ReturnedReservations> {
+    return this.leases.sweep();
   }
 
-  /** After the loop: wait for running jobs up to stopWait, interrupt the rest, flush completions. */
+  /**
+   * After the loop, whatever ended it: jobs not started go back, running jobs get `stopWait` to
+   * finish and are then interrupted and put back, every outcome is written; leases are renewed
+   * throughout. What is left (handlers that ignore their signal) stays reserved for its lease.
+   */
   private async drain(): Promise<void> {
-    const allSettled = () => Promise.all([...this.running.values()].map((attempt) => attempt.outcome));
-    if (this.running.size > 0) {
+    this.requestStop(this.stopReason ?? 'stopped');
+    await this.recorder.putBack(this.held.entries('claiming', 'waiting'), 'put back: worker stopping');
+    if (this.held.count('running') > 0) {
       const timer = new AbortController();
-      const waited = await Promise.race([allSettled().then(() => true), sleep(this.options.stopWaitMs, timer.signal).then(() => false)]);
+      const inTime = await Promise.race([Promise.allSettled([...this.finishing]).then(() => true), sleep(this.options.stopWaitMs, timer.signal).then(() => false)]);
       timer.abort();
-      if (!waited) {
-        this.logger.warn({ running: this.running.size }, 'stop wait over; putting unfinished jobs back');
-        for (const attempt of this.running.values()) attempt.interrupt();
+      if (!inTime) {
+        this.logger.warn({ running: this.held.count('running') }, 'stop wait over; putting unfinished jobs back');
+        for (const entry of this.held.entries('running')) entry.attempt?.interrupt();
       }
     }
-    while (this.running.size > 0) await new Promise((resolve) => setTimeout(resolve, 5));
-    await this.completions.flush();
+    while (this.finishing.size > 0) await Promise.allSettled([...this.finishing]);
+    await this.recorder.settled();
+    for (const entry of this.held.entries()) this.held.release(entry);
   }
 }

@@ -1,7 +1,7 @@
 import { parseDuration, formatDuration } from '../../duration.js';
 import { MailqError } from '../../errors.js';
 import { startFakeTws, type FakeTwsOptions } from '../../mailbox/fake-tws.js';
-import { formatRate, parseRate } from '../../mailbox/rate.js';
+import { formatRate, parseRate } from '../../ratelimit/rate.js';
 import { defineCommand } from '../command.js';
 import { summaryTable } from '../output.js';
 import { decimal, duration, integer, rate, text } from '../options.js';

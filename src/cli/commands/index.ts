@@ -8,13 +8,12 @@ import { workCommand } from './work.js';
 import { syncMailboxCommand } from './sync-mailbox.js';
 import { fakeTwsCommand } from './fake-tws.js';
 import { demoCommand } from './demo.js';
-// The mailbox sync job is built in: every mailq process (workers included) knows it.
-import '../../mailbox/register.js';
 import { clearCommand, pauseCommand, restartCommand, resumeCommand } from './controls.js';
 import { monitorCommand, statusCommand } from './monitor.js';
 import { doctorCommand } from './doctor.js';
 import { batchCancelCommand, batchCommand, batchesCommand } from './batches.js';
 import { scheduleCommand, scheduleListCommand, scheduleRunCommand } from './schedule.js';
+import { dashboardCommand } from './dashboard.js';
 
 /** Every verb of the CLI; each is a thin wrapper over one library call. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -27,9 +26,6 @@ export const commands: Array<CommandModule<GlobalFlags, any>> = [
   retryCommand,
   forgetCommand,
   flushCommand,
-  syncMailboxCommand,
-  fakeTwsCommand,
-  demoCommand,
   restartCommand,
   pauseCommand,
   resumeCommand,
@@ -43,4 +39,9 @@ export const commands: Array<CommandModule<GlobalFlags, any>> = [
   scheduleCommand,
   scheduleRunCommand,
   scheduleListCommand,
+  dashboardCommand,
+  // The mailbox sync add-on's verbs (its job is registered where the settings enable it: see context.ts).
+  syncMailboxCommand,
+  fakeTwsCommand,
+  demoCommand,
 ];

@@ -104,6 +104,14 @@ function queueTable(queues: QueueHealth[], max?: number): string {
 function printStatus(output: Output, report: StatusReport): void {
   output.out(queueTable(report.queues));
   output.out('');
+  if (report.hosts.length) {
+    output.out(
+      table(
+        ['host', 'state', 'workers live', 'supervisors', 'running', 'last beat'],
+        report.hosts.map((host) => [host.host, host.state === 'lost' ? 'LOST' : 'live', `${host.liveWorkers}/${host.workers}`, host.supervisors, host.running, `${formatDuration(host.silentMs)} ago`]),
+      ),
+    );
+  }
   if (report.supervisors.length) {
     output.out(
       table(

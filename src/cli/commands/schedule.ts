@@ -11,7 +11,7 @@ async function schedulerFor(context: CommandContext, grace?: string): Promise<Sc
   if (entries.length === 0) throw new MailqError('no schedule: add `schedule: [{ cron, run }]` to mailq.config.js', { exitCode: 2 });
   const mq = await context.mailq();
   return new Scheduler(mq.knex, mq.tables, entries, {
-    runner: cliCommandRunner(context.settings, context.loaded.configPath, context.output),
+    runner: cliCommandRunner(context.settings, context.loaded.configPath, context.invocation),
     logger: context.logger,
     grace,
     onSlot: (result) => {

@@ -4,7 +4,7 @@ import { MailqError } from '../../errors.js';
 import { estimateDurationMs, runningWorkerCapacity, type WorkerCapacity } from '../../mailbox/capacity.js';
 import { groupFailures, syncMailboxesDirectly, type DirectSyncResult } from '../../mailbox/direct.js';
 import { dispatchMailboxSync, selectTaxpayers, type QueueSyncResult } from '../../mailbox/dispatch.js';
-import { mailboxSyncFor, twsRateLimit } from '../../mailbox/register.js';
+import { mailboxSettings, mailboxSyncFor, mailboxTablesFor, twsRateLimit } from '../../mailbox/from-settings.js';
 import { resolveRateLimit } from '../../ratelimit/rate-limit.js';
 import type { FailureReason, TaxpayerFilter } from '../../mailbox/store.js';
 import { describeFailureCode, shortFailureMessage } from '../../mailbox/sync.js';
@@ -60,6 +60,7 @@ async function queueMode(context: CommandContext, mq: Mailq, filter: TaxpayerFil
   let progress: ReturnType<typeof createProgress> | undefined;
   const result = await dispatchMailboxSync(mq, {
     ...filter,
+    tables: mailboxTablesFor(mq, context.settings),
     dryRun: argv['dry-run'],
     // No overrides here: the built-in job is defined from these same settings, flags included.
     onProgress: (written, total) => {
@@ -152,7 +153,7 @@ async function directMode(context: CommandContext, mq: Mailq, filter: TaxpayerFi
       concurrency,
       // Direct mode shares the workers' TWS limit: a run here never adds to a queue run's requests.
       beforeRequest: limit && (() => mq.rateLimits.take(resolveRateLimit(limit), 1, stop.signal)),
-      tries: context.settings.mailbox.tries,
+      tries: mailboxSettings(context.settings).tries,
       signal: stop.signal,
       onProgress: ({ done, synced, failed }) => progress.update(done, `synced ${synced}, failed ${failed}`),
     });

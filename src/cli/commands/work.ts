@@ -1,15 +1,16 @@
 import { fileURLToPath } from 'node:url';
-import { cliState, defineCommand } from '../command.js';
+import { defineCommand } from '../command.js';
 import type { CommandContext } from '../context.js';
 import type { Mailq } from '../../mailq.js';
 import { workerOptionsFromSettings } from '../../worker/from-settings.js';
-import type { WorkerStopReason } from '../../worker/worker.js';
+import type { WorkerStopReason } from '../../worker/events.js';
 import { childStopWaitMs, WORKER_EXIT } from '../../supervisor/protocol.js';
 import { followSupervisor, supervisedIdentity, type SupervisedIdentity } from '../../supervisor/supervised-child.js';
 import { handleSupervisorSignals } from '../../supervisor/signals.js';
 import { Supervisor } from '../../supervisor/supervisor.js';
 import { LIMITS } from '../../config.js';
-import { backoff, bytes, duration, integer, names } from '../options.js';
+import { backoff, bytes, duration, integer, names, text } from '../options.js';
+import { checkMetricsFlags, serveWorkerMetrics, type WorkerMetricsFlags } from '../worker-metrics.js';
 
 /** Exit codes of `mailq work`: a supervisor (ours, systemd, Supervisor) restarts on any of them. */
 export const WORK_EXIT = { ...WORKER_EXIT, forced: 130 } as const;
@@ -24,6 +25,7 @@ export const workCommand = defineCommand({
     yargs
       .option('queue', names('--queue', { what: 'queue', describe: 'Queues to work, in priority order: a,b' }))
       .option('concurrency', integer('--concurrency', { min: 1, max: LIMITS.concurrency, describe: 'Jobs run at once per process' }))
+      .option('prefetch', integer('--prefetch', { min: 0, max: LIMITS.prefetch, describe: 'Jobs claimed ahead of free slots per process, so a freed slot starts the next at once' }))
       .option('processes', integer('--processes', { min: 1, max: LIMITS.processes, describe: 'Worker processes under one supervisor (restarts, recycling, graceful stop)' }))
       .option('supervise', { type: 'boolean', describe: 'Use the supervisor even for one process' })
       .option('tries', integer('--tries', { min: 1, max: LIMITS.tries, describe: 'Attempts per job, unless the job sets its own' }))
@@ -38,12 +40,16 @@ export const workCommand = defineCommand({
       .option('heartbeat', duration('--heartbeat', { timer: true, describe: 'How often workers report in and read pause/restart signals (default 5s)' }))
       .option('once', { type: 'boolean', describe: 'Run one job, then exit' })
       .option('stop-when-empty', { type: 'boolean', describe: 'Exit when no job is due' })
-      .option('jobs', { type: 'string', array: true, describe: 'Modules that export job definitions' }),
+      .option('jobs', { type: 'string', array: true, describe: 'Modules that export job definitions' })
+      .option('metrics-port', integer('--metrics-port', { min: 1, max: 65_535, describe: 'Serve this worker process’s Prometheus /metrics on this port' }))
+      .option('metrics-host', text('--metrics-host', { maxLength: 255, describe: 'Address for --metrics-port (default 127.0.0.1; others need MAILQ_DASHBOARD_TOKEN)' }))
+      .option('hostname', text('--hostname', { maxLength: 191, describe: "The host name shown in mailq status and in worker ids (env MAILQ_HOSTNAME; default: the machine's)" })),
   settings: (argv) => ({
     jobs: argv.jobs,
     worker: {
       queues: argv.queue,
       concurrency: argv.concurrency,
+      prefetch: argv.prefetch,
       processes: argv.processes,
       tries: argv.tries,
       timeout: argv.timeout,
@@ -57,20 +63,24 @@ export const workCommand = defineCommand({
       timeoutGrace: argv['timeout-grace'],
       once: argv.once,
       stopWhenEmpty: argv['stop-when-empty'],
+      hostname: argv.hostname,
     },
   }),
   run: (context, argv) => {
     const identity = supervisedIdentity();
     if (identity) return runSupervisedWorker(context, identity);
-    if (context.settings.worker.processes > 1 || argv.supervise) return runSupervisor(context);
-    return runWorkerInProcess(context);
+    const supervise = context.settings.worker.processes > 1 || Boolean(argv.supervise);
+    checkMetricsFlags(argv, supervise);
+    if (supervise) return runSupervisor(context);
+    return runWorkerInProcess(context, argv);
   },
 });
 
 /** One worker in this process; SIGTERM/SIGINT stop it gracefully, a second signal exits at once. */
-export async function runWorkerInProcess(context: CommandContext): Promise<number> {
+export async function runWorkerInProcess(context: CommandContext, metrics: WorkerMetricsFlags = {}): Promise<number> {
   const mq = await assertReady(context);
   const worker = mq.worker(workerOptionsFromSettings(context.settings.worker));
+  const metricsServer = await serveWorkerMetrics(context, mq, worker, metrics);
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
@@ -87,6 +97,7 @@ export async function runWorkerInProcess(context: CommandContext): Promise<numbe
   } finally {
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
+    await metricsServer?.close();
   }
 }
 
@@ -119,11 +130,12 @@ async function runSupervisor(context: CommandContext): Promise<number> {
     processes: settings.processes,
     // The workers get this process's flags, minus the database URL: that goes by environment, so no
     // password shows in `ps` (a process's arguments are readable by every user; its environment is not).
-    command: { modulePath: MAILQ_BIN, args: withoutDatabaseUrl(cliState.argv), env: { MAILQ_DATABASE_URL: context.settings.databaseUrl } },
+    command: { modulePath: MAILQ_BIN, args: withoutDatabaseUrl(context.invocation.argv), env: { MAILQ_DATABASE_URL: context.settings.databaseUrl } },
     queues: settings.queues,
     concurrency: settings.concurrency,
     stopWait: `${settings.stopWait}ms`,
     heartbeat: `${settings.heartbeat}ms`,
+    hostname: settings.hostname,
   });
   const unhook = handleSupervisorSignals({
     stop: (signal) => {

@@ -1,4 +1,4 @@
-// A request rate ("100/min", "10/s", "60/1m") and a sliding-window limiter that enforces one.
+// A request rate as people write it: "100/min", "10/s", "60/1m".
 
 export interface Rate {
   limit: number;
@@ -57,34 +57,4 @@ export function formatRate(rate: Rate): string {
   const [unit, unitMs] = FORMAT_UNITS.find(([, ms]) => rate.perMs % ms === 0) ?? ['ms', 1];
   const count = rate.perMs / unitMs;
   return `${rate.limit}/${count === 1 ? '' : count}${unit}`;
-}
-
-export type RateDecision = { allowed: true } | { allowed: false; retryAfterMs: number };
-
-/**
- * Allows at most `limit` events in any `perMs` window. Refused events are not recorded, so a
- * client that keeps knocking is not locked out longer than the window it overran.
- */
-export class SlidingWindowLimiter {
-  private readonly acceptedAt: number[] = [];
-
-  constructor(private readonly rate: Rate) {}
-
-  tryAcquire(now: number = Date.now()): RateDecision {
-    this.forgetOlderThan(now - this.rate.perMs);
-    if (this.acceptedAt.length < this.rate.limit) {
-      this.acceptedAt.push(now);
-      return { allowed: true };
-    }
-    const oldest = this.acceptedAt[0]!;
-    return { allowed: false, retryAfterMs: oldest + this.rate.perMs - now };
-  }
-
-  reset(): void {
-    this.acceptedAt.length = 0;
-  }
-
-  private forgetOlderThan(cutoff: number): void {
-    while (this.acceptedAt.length > 0 && this.acceptedAt[0]! <= cutoff) this.acceptedAt.shift();
-  }
 }

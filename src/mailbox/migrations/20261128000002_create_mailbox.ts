@@ -1,15 +1,19 @@
 import type { Knex } from 'knex';
-import type { TableNames } from '../src/db/tables.js';
+import type { MailboxTables } from '../tables.js';
 
 export const name = '20261128000002_create_mailbox';
 
 /**
+ * Idempotent on purpose: a database migrated before the mailbox became an add-on already has these
+ * tables (created by the queue's set under this same name); running it again in the add-on's set
+ * records it there and leaves the tables and their rows as they are.
+ *
  * Marks the tables this migration created. The app may already own `taxpayers` (under its own name,
  * see the mailbox settings): then `up` leaves it alone and `down` must never drop it.
  */
 export const CREATED_BY_MAILQ = 'created by mailq (mailbox sync)';
 
-export async function up(knex: Knex, tables: TableNames): Promise<void> {
+export async function up(knex: Knex, tables: MailboxTables): Promise<void> {
   if (!(await knex.schema.hasTable(tables.taxpayers))) {
     await knex.schema.createTable(tables.taxpayers, (table) => {
       table.comment(CREATED_BY_MAILQ);
@@ -57,7 +61,7 @@ export async function up(knex: Knex, tables: TableNames): Promise<void> {
   }
 }
 
-export async function down(knex: Knex, tables: TableNames): Promise<void> {
+export async function down(knex: Knex, tables: MailboxTables): Promise<void> {
   for (const table of [tables.mailboxMessages, tables.taxpayers]) {
     if (await createdByMailq(knex, table)) await knex.schema.dropTable(table);
   }

@@ -26,7 +26,7 @@ let db: TestDatabase;
 let appKnex: Knex;
 let mq: Mailq;
 
-/** The app's pool: mysql2 defaults (no multipleStatements) and sessions five hours ahead of UTC. */
+/** The app's pool: mysql2 defaults (no multipleStatements), sessions five hours ahead of UTC and a lock wait of its own. */
 function appPool(url: string): Knex {
   return knexFactory({
     client: 'mysql2',
@@ -35,7 +35,7 @@ function appPool(url: string): Knex {
       min: 0,
       max: 4,
       afterCreate(connection: { query: (sql: string, cb: (error: unknown) => void) => void }, done: (error: unknown, connection: unknown) => void) {
-        connection.query("SET time_zone = '+05:00'", (error) => done(error, connection));
+        connection.query("SET time_zone = '+05:00', innodb_lock_wait_timeout = 7", (error) => done(error, connection));
       },
     },
   });
@@ -62,6 +62,13 @@ describe('createMailq({ knex }) with an app pool that refuses stacked statements
     // mailq's own pool to the same database does take them (its claim sends two statements at once).
     const [results] = (await mq.knex.raw('SELECT DATABASE() AS db; SELECT 2 AS two')) as [Array<Array<Record<string, unknown>>>];
     expect(results[0]![0]).toEqual({ db: db.name });
+  });
+
+  it("mailq's sessions get the app's session set-up first, then mailq's own: UTC whatever the app's time zone", async () => {
+    const [[session]] = (await mq.knex.raw('SELECT @@session.time_zone AS zone, @@session.innodb_lock_wait_timeout AS lockWait')) as [[{ zone: string; lockWait: number }]];
+    expect(session).toEqual({ zone: '+00:00', lockWait: 7 });
+    const [[app]] = (await appKnex.raw('SELECT @@session.time_zone AS zone')) as [[{ zone: string }]];
+    expect(app.zone).toBe('+05:00');
   });
 
   it('dispatches in the app transaction: a rollback leaves no job, a commit leaves one that runs now', async () => {

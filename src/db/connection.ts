@@ -39,18 +39,28 @@ export function connect(databaseUrl: string, options: ConnectOptions = {}): Knex
  * const own = poolLike(appKnex, { poolMax: 5 }); // mailq's claims, controls and reads; appKnex keeps serving the app
  */
 export function poolLike(appKnex: Knex, options: ConnectOptions = {}): Knex {
-  const client = appKnex.client as { dialect?: string; config?: { connection?: unknown } };
+  const client = appKnex.client as { dialect?: string; config?: { connection?: unknown; pool?: { afterCreate?: unknown } } };
   if (client.dialect !== 'mysql') throw new ConfigError(`createMailq({ knex }): mailq runs on MySQL/MariaDB, and this knex's client is '${client.dialect ?? 'unknown'}' (use the mysql2 client)`);
+  // The app's own session set-up (a role, a lock wait timeout, …) runs first; mailq's settings then win
+  // where they meet (the time zone). A pool mailq built itself needs no second pass of its hook.
+  const appHook = client.config?.pool?.afterCreate;
+  const before = typeof appHook === 'function' && !mailqHooks.has(appHook) ? (appHook as SessionHook) : undefined;
   const connection = client.config?.connection;
   if (typeof connection === 'function') {
     const provide = connection as () => ConnectionSettings | Promise<ConnectionSettings>;
-    return mailqPool(async () => ({ ...(await provide()) }), options, DEFAULT_STALL_CHECK_MS);
+    return mailqPool(async () => ({ ...(await provide()) }), options, DEFAULT_STALL_CHECK_MS, before);
   }
   if (typeof connection !== 'object' || connection === null) throw new ConfigError("createMailq({ knex }): this knex has no connection settings mailq can read; pass createMailq({ databaseUrl }) instead");
-  return mailqPool({ ...(connection as ConnectionSettings) }, options, DEFAULT_STALL_CHECK_MS);
+  return mailqPool({ ...(connection as ConnectionSettings) }, options, DEFAULT_STALL_CHECK_MS, before);
 }
 
-function mailqPool(connection: ConnectionSource, options: ConnectOptions, stallCheckMs: number): Knex {
+/** knex's `pool.afterCreate`: set up a new session, then call `done`. */
+type SessionHook = (session: WatchedConnection, done: (error: unknown, session: unknown) => void) => void;
+
+/** The hooks of pools mailq built (connect, poolLike): recognised when such a pool is handed back to createMailq. */
+const mailqHooks = new WeakSet<object>();
+
+function mailqPool(connection: ConnectionSource, options: ConnectOptions, stallCheckMs: number, before?: SessionHook): Knex {
   const withSessionSettings = (settings: ConnectionSettings) => ({
     ...settings,
     timezone: 'Z',
@@ -69,27 +79,26 @@ function mailqPool(connection: ConnectionSource, options: ConnectOptions, stallC
           return latest;
         }
       : latest;
+  const ownSettings: SessionHook = (session, done) => {
+    session.query("SET time_zone = '+00:00'", (error: unknown) => {
+      if (error || stallCheckMs <= 0) return done(error, session);
+      // The check finds this session in the server's processlist by its id. Behind a pooling proxy
+      // (ProxySQL) the id the handshake gave is the proxy's, not the server's: leave such a connection unwatched.
+      const settings = latest;
+      session.query('SELECT CONNECTION_ID() AS id', (idError: unknown, rows: unknown) => {
+        if (!idError && Number((rows as Array<{ id: number }>)[0]?.id) === session.threadId) {
+          watchForStalls(session, { afterMs: stallCheckMs, askServer: (threadId, drop) => probeThread(settings, threadId, stallCheckMs, drop) });
+        }
+        done(idError, session);
+      });
+    });
+  };
+  const afterCreate: SessionHook = before ? (session, done) => before(session, (error) => (error ? done(error, session) : ownSettings(session, done))) : ownSettings;
+  mailqHooks.add(afterCreate);
   return knexFactory({
     client: 'mysql2',
     connection: provide,
-    pool: {
-      min: 0,
-      max: options.poolMax ?? 10,
-      afterCreate(session: WatchedConnection, done: (error: unknown, session: unknown) => void) {
-        session.query("SET time_zone = '+00:00'", (error: unknown) => {
-          if (error || stallCheckMs <= 0) return done(error, session);
-          // The check finds this session in the server's processlist by its id. Behind a pooling proxy
-          // (ProxySQL) the id the handshake gave is the proxy's, not the server's: leave such a connection unwatched.
-          const settings = latest;
-          session.query('SELECT CONNECTION_ID() AS id', (idError: unknown, rows: unknown) => {
-            if (!idError && Number((rows as Array<{ id: number }>)[0]?.id) === session.threadId) {
-              watchForStalls(session, { afterMs: stallCheckMs, askServer: (threadId, drop) => probeThread(settings, threadId, stallCheckMs, drop) });
-            }
-            done(idError, session);
-          });
-        });
-      },
-    },
+    pool: { min: 0, max: options.poolMax ?? 10, afterCreate },
     acquireConnectionTimeout: 15_000,
     // knex would print connection errors to the console itself; callers report them once, clearly.
     log: { warn: noop, error: noop, debug: noop, deprecate: noop },

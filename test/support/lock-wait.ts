@@ -35,18 +35,21 @@ const MAX_HOLD_MS = 15_000;
 
 /**
  * A queue on a pool set up exactly as mailq's own, whose sessions wait at most `lockWaitSeconds`
- * for a row lock (`innodb_lock_wait_timeout`, per session).
+ * for a row lock (`innodb_lock_wait_timeout`, per session). mailq's own pool beside it runs the
+ * same session set-up (see poolLike), so every statement of the queue waits that long at most.
  */
 export function openLockWaitQueue(url: string, lockWaitSeconds: number, options: Partial<MailqOptions> = {}): LockWaitQueue {
   const knex = connectWithLockWait(url, lockWaitSeconds);
   let lockWaits = 0;
   let onLockWait: (() => void) | undefined;
-  knex.on('query-error', (error: unknown) => {
+  const noteLockWait = (error: unknown) => {
     if (errnoOf(error) !== ER.LOCK_WAIT_TIMEOUT) return;
     lockWaits++;
     onLockWait?.();
-  });
+  };
+  // The app's knex serves dispatch; mailq's own pool, built like it (lock wait included), the rest.
   const mq = openQueue(url, { ...options, knex });
+  for (const pool of [knex, mq.knex]) pool.on('query-error', noteLockWait);
   return {
     mq,
     lockWaits: () => lockWaits,

@@ -86,6 +86,10 @@ describe('one worker host of three partitioned for 30 s', () => {
 
     proxies[1]!.stall();
     const partitionedAt = Date.now();
+    // Its leases as the database last renewed them: from here on it cannot renew them.
+    const leaseUntil = new Map<number, number>(
+      (await rec.mq.knex('jobs').where({ reserved_by: partitioned.id }).select('id', 'lease_until')).map((row) => [Number(row.id), (row.lease_until as Date).getTime()]),
+    );
     await new Promise((resolve) => setTimeout(resolve, PARTITION_MS));
     const remainingAtHeal = await remaining();
     proxies[1]!.forward();
@@ -111,6 +115,12 @@ describe('one worker host of three partitioned for 30 s', () => {
     // signal fired with a LeaseLostError), finished ones waiting for their DELETE were dropped...
     const aborted = runs.filter((run) => run.pid === partitionedPid && run.end_reason === 'LeaseLostError');
     expect(aborted.length).toBeGreaterThan(0);
+    // The jobs it held when it was cut off were aborted before their leases ended (the room left is
+    // printed below: up to one renewal interval).
+    const heldAtCut = aborted.filter((run) => leaseUntil.has(Number(run.job_id)));
+    expect(heldAtCut.length).toBeGreaterThan(0);
+    const roomMs = heldAtCut.map((run) => leaseUntil.get(Number(run.job_id))! - run.ended_at!.getTime());
+    for (const [n, run] of heldAtCut.entries()) expect(roomMs[n], `job ${run.job_id}: ms between its abort and its lease's end`).toBeGreaterThan(0);
     const letGoAt = new Map<number, number>();
     for (const line of hosts[1]!.logs()) if (line.msg === 'let go of a job whose lease was lost') letGoAt.set(Number(line.jobId), Number(line.time));
     for (const run of aborted) expect(letGoAt.has(Number(run.job_id)), `aborted job ${run.job_id} is in the let-go log`).toBe(true);
@@ -125,7 +135,8 @@ describe('one worker host of three partitioned for 30 s', () => {
 
     const abortLag = aborted.map((run) => run.ended_at!.getTime() - partitionedAt);
     console.log(
-      `partition: ${letGoAt.size} jobs let go, ${aborted.length} of them aborted mid-run ${Math.min(...abortLag)}–${Math.max(...abortLag)} ms into it; ` +
+      `partition: ${letGoAt.size} jobs let go, ${aborted.length} of them aborted mid-run ${Math.min(...abortLag)}–${Math.max(...abortLag)} ms into it (${heldAtCut.length} held at the cut), ` +
+        `${Math.min(...roomMs)}–${Math.max(...roomMs)} ms before their leases ended; ` +
         `${remainingAtHeal} jobs left when it healed; ` +
         `${runs.length} runs of ${JOBS} jobs; drained ${Date.now() - healedAt} ms after the heal`,
     );

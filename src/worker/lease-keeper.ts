@@ -28,6 +28,7 @@ const MAX_RENEW_MS = 10_000;
  */
 export class LeaseKeeper {
   private renewTimer: NodeJS.Timeout | undefined;
+  private fenceTimer: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private renewing: Promise<void> | undefined;
   private lastRenewedAt = performance.now();
@@ -65,6 +66,8 @@ export class LeaseKeeper {
 
   async stop(): Promise<void> {
     clearTimeout(this.renewTimer);
+    clearTimeout(this.fenceTimer);
+    this.fenceTimer = undefined;
     clearInterval(this.sweepTimer);
     this.renewTimer = undefined;
     this.sweepTimer = undefined;
@@ -89,6 +92,7 @@ export class LeaseKeeper {
       this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
       this.scheduleRenewal();
     }, this.renewIntervalMs());
+    this.scheduleFenceCheck();
     this.renewTimer.unref?.();
   }
 
@@ -101,6 +105,24 @@ export class LeaseKeeper {
 
   private marginMs(job: ClaimedJob): number {
     return clamp(Math.floor(this.leaseMs(job) / 4), MIN_RENEW_MS, MAX_RENEW_MS);
+  }
+
+  /**
+   * The fence check also runs at the moment the earliest held lease reaches its margin, not only on
+   * the renewal tick: checked on the tick alone, a job could cross its margin just after one tick
+   * and be let go up to a whole interval later, with almost nothing of its lease left.
+   */
+  private scheduleFenceCheck(): void {
+    clearTimeout(this.fenceTimer);
+    let earliest = Infinity;
+    for (const entry of this.held.entries()) earliest = Math.min(earliest, entry.leaseEndsBy - this.marginMs(entry.job));
+    if (earliest === Infinity) return;
+    this.fenceTimer = setTimeout(() => {
+      if (!this.renewTimer) return; // stopped
+      this.fenceExpiring();
+      this.scheduleFenceCheck();
+    }, Math.max(0, earliest - performance.now()) + 1);
+    this.fenceTimer.unref?.();
   }
 
   private fenceExpiring(): void {
@@ -129,6 +151,7 @@ export class LeaseKeeper {
         if (lost.has(entry.job.id) && entry.stage !== 'recording') this.onLost(entry, new LeaseLostError('its reservation is no longer this worker’s (another worker took it over)'));
         else entry.leaseEndsBy = this.leaseEndsBy(entry.job, sentAt);
       }
+      if (this.renewTimer) this.scheduleFenceCheck();
     } catch (error) {
       this.logger.warn({ err: error }, 'could not renew leases');
     }

@@ -30,7 +30,8 @@ export class LeaseKeeper {
   private renewTimer: NodeJS.Timeout | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
-  private renewing: Promise<void> | undefined;
+  /** Renewals in flight, by the time they were sent. */
+  private readonly renewing = new Map<Promise<void>, number>();
   private lastRenewedAt = performance.now();
 
   constructor(
@@ -71,7 +72,7 @@ export class LeaseKeeper {
     clearInterval(this.sweepTimer);
     this.renewTimer = undefined;
     this.sweepTimer = undefined;
-    await this.renewing;
+    await Promise.allSettled([...this.renewing.keys()]);
   }
 
   /** Returns reservations whose worker died to the queue; any live worker may do it. */
@@ -89,11 +90,23 @@ export class LeaseKeeper {
   private scheduleRenewal(): void {
     this.renewTimer = setTimeout(() => {
       this.fenceExpiring();
-      this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
+      this.startRenewal();
       this.scheduleRenewal();
     }, this.renewIntervalMs());
     this.scheduleFenceCheck();
     this.renewTimer.unref?.();
+  }
+
+  /**
+   * One renewal at a time, unless the one in flight has taken longer than an interval (a connection
+   * that stalled, until the stall check drops it): then another goes out on another connection, so
+   * one stuck statement cannot make the worker let go of jobs whose leases the database would renew.
+   */
+  private startRenewal(): void {
+    const now = performance.now();
+    for (const sentAt of this.renewing.values()) if (now - sentAt < this.renewIntervalMs()) return;
+    const renewal: Promise<void> = this.renew().finally(() => this.renewing.delete(renewal));
+    this.renewing.set(renewal, now);
   }
 
   /** A few renewals per lease of the shortest lease held (or the default one when idle). */
@@ -144,12 +157,13 @@ export class LeaseKeeper {
     try {
       const reservations = entries.map((entry) => entry.job);
       const lost = new Set(await withDatabaseRetry(() => this.rows.renewLeases(reservations, this.options.workerId, this.options.leaseGraceMs, this.options.leaseMaxMs)));
-      this.lastRenewedAt = sentAt;
+      this.lastRenewedAt = Math.max(this.lastRenewedAt, sentAt);
       for (const entry of entries) {
         if (!this.held.holds(entry.job)) continue;
         // A job whose finishing statement is in flight may be gone by its own DELETE: that statement's result tells.
         if (lost.has(entry.job.id) && entry.stage !== 'recording') this.onLost(entry, new LeaseLostError('its reservation is no longer this worker’s (another worker took it over)'));
-        else entry.leaseEndsBy = this.leaseEndsBy(entry.job, sentAt);
+        // A renewal that was slow to answer must not pull back what a later one confirmed.
+        else entry.leaseEndsBy = Math.max(entry.leaseEndsBy, this.leaseEndsBy(entry.job, sentAt));
       }
       if (this.renewTimer) this.scheduleFenceCheck();
     } catch (error) {

@@ -56,7 +56,8 @@ export async function completeJobsCountingBatches(knex: Knex, tables: TableNames
   };
   if (batchIds.length === 0) {
     const only = deleteSql(plain);
-    await knex.raw(only.sql, only.bindings as Knex.RawBinding[]);
+    // On the session itself: mysql2 formats the bindings once (knex.raw would scan them first too).
+    await withSession(knex, (query) => query(only.sql, only.bindings));
     return;
   }
   const statements = ['START TRANSACTION'];

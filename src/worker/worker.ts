@@ -308,7 +308,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private start(entry: HeldJob): void {
     const { job } = entry;
     this.held.move(entry, 'running');
-    const attempt = startAttempt(job, this.registry, this.logger, (definition, signal) => ({ rateLimit: this.gate.contextFor(definition, signal, job.id) }));
+    const attempt = startAttempt(job, this.registry, this.logger, (definition, signal) => (definition.rateLimit ? { rateLimit: this.gate.contextFor(definition, signal(), job.id) } : {}));
     entry.attempt = attempt;
     this.stats.running = this.held.count('running');
     this.emit('job:started', job);

@@ -127,6 +127,11 @@ export class ClaimGate {
    * are a full window apart from the next use, whatever the delay between token and request.
    * Never throws: at worst a slot keeps its first stamp.
    */
+  /** Whether a job holds tokens that release() must stamp again. */
+  holdsTokens(jobId: number): boolean {
+    return this.held.has(jobId);
+  }
+
   async release(jobId: number): Promise<void> {
     const tokens = this.held.get(jobId);
     if (!tokens) return;

@@ -74,7 +74,8 @@ export class JobRows {
     const ids = rows.map((row) => Number(row.id));
     await rollingBackOnError(query, () => this.reserving(() => query(`UPDATE ${this.jobs} SET ${reserve.sql} WHERE id IN (${placeholders(ids)}); COMMIT`, [...reserve.bindings, ...ids])));
     // The rows were read before the UPDATE: count this run like the UPDATE did.
-    return rows.map((row) => ({ ...row, attempts: Number(row.attempts) + 1 }));
+    for (const row of rows) row.attempts = Number(row.attempts) + 1;
+    return rows;
   }
 
   /** What a reservation writes: owner, attempt, and the job's tries/timeout/lease resolved. */

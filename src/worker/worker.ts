@@ -316,7 +316,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const finished: Promise<void> = attempt.outcome
       .then((outcome) => this.finish(entry, outcome, performance.now() - startedAt))
       .catch((error: unknown) => this.logger.error({ err: error, jobId: job.id }, 'could not record job outcome; its lease will return it'))
-      .then(() => this.gate.release(job.id))
+      .then(() => (this.gate.holdsTokens(job.id) ? this.gate.release(job.id) : undefined))
       .finally(() => {
         this.finishing.delete(finished);
         this.stats.running = this.held.count('running');

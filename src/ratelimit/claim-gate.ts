@@ -127,15 +127,15 @@ export class ClaimGate {
    * are a full window apart from the next use, whatever the delay between token and request.
    * Never throws: at worst a slot keeps its first stamp.
    */
-  /** Whether a job holds tokens that release() must stamp again. */
-  holdsTokens(jobId: number): boolean {
-    return this.held.has(jobId);
+  release(jobId: number): Promise<void> | undefined {
+    const tokens = this.held.get(jobId);
+    // Most jobs hold none: no promise to make for them.
+    if (!tokens) return undefined;
+    this.held.delete(jobId);
+    return this.restampAll(tokens);
   }
 
-  async release(jobId: number): Promise<void> {
-    const tokens = this.held.get(jobId);
-    if (!tokens) return;
-    this.held.delete(jobId);
+  private async restampAll(tokens: Array<{ limit: ResolvedRateLimit; stampedAt: string; count: number }>): Promise<void> {
     for (const { limit, stampedAt, count } of tokens) {
       await this.limiter.restamp(limit, stampedAt, count).catch(() => undefined);
     }

@@ -73,11 +73,9 @@ export class Claimer {
   /** One claim across queues; each queue's committed jobs join the held set at once. */
   private async claimRows(queues: string[], wanted: number, caps: ReadonlyMap<string, number> | undefined, joined: HeldJob[]): Promise<ClaimedJob[]> {
     const sentAt = performance.now();
-    const committed: ClaimedJob[] = [];
     const join = (jobs: ClaimedJob[]) => {
       this.held.add(jobs, (job) => this.leases.leaseEndsBy(job, sentAt));
       for (const job of jobs) joined.push(this.held.get(job.id)!);
-      committed.push(...jobs);
     };
     try {
       return await this.rows.claim(queues, wanted, this.options.workerId, this.options.defaults, caps, join);
@@ -86,7 +84,7 @@ export class Claimer {
       // The reservation may have committed without its reply: put back whatever this worker has
       // reserved but does not hold. Awaited, so no new claim can be reserved (and wrongly put back) first.
       await this.recorder.undoUnknownReservations();
-      return committed;
+      return joined.map((entry) => entry.job);
     }
   }
 

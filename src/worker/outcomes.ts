@@ -99,14 +99,11 @@ export class OutcomeRecorder {
     const result: { retried?: Awaited<ReturnType<JobRows['retryLater']>> } = {};
     await this.record([entry], 'retry', async () => {
       result.retried = await this.rows.retryLater(job, this.options.workerId, delayMs, describeError(error));
+      // Removed and counted done instead, as the cancel did with the batch's other waiting jobs.
+      if (result.retried === 'batch-cancelled') await this.rows.complete([job], this.options.workerId);
     });
     if (result.retried === 'batch-cancelled') {
-      // Removed and counted done, as the cancel did with the batch's other waiting jobs.
       this.logger.warn({ jobId: job.id, job: job.name, batchId: job.batchId, error: error.message }, 'job failed; not retried: its batch was cancelled');
-      this.held.add([job], () => entry.leaseEndsBy);
-      const again = this.held.get(job.id)!;
-      this.held.move(again, 'recording');
-      this.completions.add(again);
       return;
     }
     if (result.retried !== 'retried') {

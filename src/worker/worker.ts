@@ -36,9 +36,9 @@ export type { WorkerEvents, WorkerStats, WorkerStopReason } from './events.js';
  */
 export class Worker extends EventEmitter<WorkerEvents> {
   readonly id: string;
-  readonly stats: WorkerStats = { completed: 0, failed: 0, retried: 0, deferred: 0, running: 0, buffered: 0 };
-  private readonly options: ResolvedOptions;
   private readonly held = new HeldSet(() => this.slotFreed());
+  readonly stats: WorkerStats = statsOf(this.held);
+  private readonly options: ResolvedOptions;
   private readonly gate: ClaimGate;
   private readonly claimer: Claimer;
   private readonly recorder: OutcomeRecorder;
@@ -244,7 +244,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return this.claimer.claim(this.claimableQueues(), wanted, this.startable());
     });
     this.claimedCount += claimed ?? 0;
-    this.stats.buffered = this.held.count('waiting');
     return claimed ?? 0;
   }
 
@@ -268,7 +267,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
       this.start(entry);
     }
-    this.stats.buffered = this.held.count('waiting');
   }
 
   private async idle(): Promise<void> {
@@ -310,17 +308,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.held.move(entry, 'running');
     const attempt = startAttempt(job, this.registry, this.logger, (definition, signal) => (definition.rateLimit ? { rateLimit: this.gate.contextFor(definition, signal(), job.id) } : {}));
     entry.attempt = attempt;
-    this.stats.running = this.held.count('running');
     this.emit('job:started', job);
     const startedAt = performance.now();
     const finished: Promise<void> = attempt.outcome
       .then((outcome) => this.finish(entry, outcome, performance.now() - startedAt))
       .catch((error: unknown) => this.logger.error({ err: error, jobId: job.id }, 'could not record job outcome; its lease will return it'))
-      .then(() => (this.gate.holdsTokens(job.id) ? this.gate.release(job.id) : undefined))
-      .finally(() => {
-        this.finishing.delete(finished);
-        this.stats.running = this.held.count('running');
-      });
+      .then(() => this.gate.release(job.id))
+      .finally(() => this.finishing.delete(finished));
     this.finishing.add(finished);
   }
 
@@ -406,4 +400,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.recorder.settled();
     for (const entry of this.held.entries()) this.held.release(entry);
   }
+}
+
+/** Counters the recorder and claimer add to; `running` and `buffered` are read from the held set. */
+function statsOf(held: HeldSet): WorkerStats {
+  return {
+    completed: 0,
+    failed: 0,
+    retried: 0,
+    deferred: 0,
+    get running() {
+      return held.count('running');
+    },
+    get buffered() {
+      return held.count('waiting');
+    },
+  };
 }

@@ -173,8 +173,9 @@ export class Mailq {
    */
   worker(options: WorkerOptions & { jobs?: JobDefinition[] } = {}): Worker {
     const registry = options.jobs ? new JobRegistry([...this.registryJobs(), ...options.jobs]) : this.registry;
-    registry.preflight(options.queues?.length ? options.queues : ['default']);
     const worker = new Worker(this.knex, this.tables, registry, this.logger, options);
+    // Its queues as the worker resolved them (the default included); it has claimed nothing yet.
+    registry.preflight(worker.queues);
     this.workers.add(worker);
     // Kept until its run has settled, not just begun to stop: close() waits for a draining worker.
     const forget = () => void this.workers.delete(worker);

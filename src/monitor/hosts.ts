@@ -4,7 +4,7 @@ import type { WorkerRecord } from '../worker/worker-rows.js';
 export interface HostHealth {
   host: string;
   /**
-   * `live`: at least one of its processes beat within three of its own intervals. `lost`: every one
+   * `live`: at least one of its processes beat within three of its own intervals (two seconds at least). `lost`: every one
    * of them went silent without saying goodbye (a stopped process deletes its row), so the host
    * crashed, hangs or cannot reach the database: its jobs return to the queue as their leases end.
    */

@@ -40,7 +40,7 @@ export interface WorkerRecord extends PresenceIdentity {
   running: number;
   restarts: number;
   memoryBytes: number;
-  /** Beat within three of its own intervals. */
+  /** Beat within three of its own intervals (and never called dead before two seconds of silence). */
   alive: boolean;
   /** Milliseconds since its last beat. */
   silentMs: number;
@@ -48,6 +48,11 @@ export interface WorkerRecord extends PresenceIdentity {
 
 /** A worker is presumed dead after this many missed beats. */
 export const MISSED_BEATS_BEFORE_DEAD = 3;
+/**
+ * ... and never before this much silence: with short heartbeats (tests, demos) a busy machine's
+ * scheduling hiccup would otherwise show a healthy worker as dead.
+ */
+export const MIN_SILENCE_BEFORE_DEAD_MS = 2_000;
 
 /** Every statement about the workers table, in one place: register, beat, remove, prune, list. */
 export class WorkerRows {
@@ -142,7 +147,7 @@ function toWorkerRecord(row: Record<string, unknown>): WorkerRecord {
     running: Number(row.running),
     restarts: Number(row.restarts),
     memoryBytes: Number(row.memory_bytes),
-    alive: silentMs <= heartbeatMs * MISSED_BEATS_BEFORE_DEAD,
+    alive: silentMs <= Math.max(heartbeatMs * MISSED_BEATS_BEFORE_DEAD, MIN_SILENCE_BEFORE_DEAD_MS),
     silentMs,
   };
 }

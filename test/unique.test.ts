@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createLogger, createMailq, defineJob, type Mailq } from '../src/index.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { count, sleep, waitFor } from './support/queue.js';
 
 const syncMailbox = defineJob({
   name: 'sync-one',
@@ -143,5 +144,48 @@ describe('unique jobs', () => {
     await mq.knex(mq.tables.jobs).delete();
     await expect(mq.dispatch(syncMailbox, { taxpayerId: '' })).rejects.toThrow("unique key for job 'sync-one' must be a non-empty string");
     expect(await jobRows()).toHaveLength(0);
+  });
+});
+
+describe('what an open unique dispatch locks', () => {
+  it('only its own keys: a worker still claims unrelated jobs, and a dispatch of other keys does not wait', async () => {
+    await mq.knex(mq.tables.jobs).delete();
+    const unrelated = defineJob({ name: 'unrelated', queue: 'unique-unrelated', handle() {} });
+    // A small table, as on a quiet queue: where a full scan is the cheapest plan for a list of keys.
+    await mq.dispatchMany(unrelated, Array.from({ length: 5 }, (_, n) => ({ n })));
+    const held = await mq.dispatch(syncMailbox, { taxpayerId: 'M-HELD' });
+
+    // Session A: an app transaction dispatches keys L00, L02 … L38 plus one that is taken, and stays open.
+    const trx = await mq.knex.transaction();
+    try {
+      const keys = Array.from({ length: 20 }, (_, n) => `L${String(n * 2).padStart(2, '0')}`);
+      const result = await mq.dispatchMany(syncMailbox, [...keys, 'M-HELD'].map((taxpayerId) => ({ taxpayerId })), { transaction: trx });
+      expect(result).toMatchObject({ dispatched: 20, skipped: 1 });
+
+      // Meanwhile a worker claims and runs the unrelated jobs.
+      const worker = mq.worker({ queues: ['unique-unrelated'], jobs: [unrelated], sleep: '10ms' });
+      const running = worker.run();
+      try {
+        await waitFor('the worker to run the 5 unrelated jobs', async () => (await count(mq.knex, mq.tables.jobs, { queue: 'unique-unrelated' })) === 0, 5_000);
+      } finally {
+        await worker.stop();
+        await running;
+      }
+
+      // And another dispatcher's keys, between A's keys and after all of them, go in at once. (Not
+      // a key just below M-HELD: inserting a duplicate locks the gap below the key it met, see README.)
+      const startedAt = Date.now();
+      const other = mq.dispatchMany(syncMailbox, ['L01', 'L21', 'N1'].map((taxpayerId) => ({ taxpayerId })));
+      const outcome = await Promise.race([other, sleep(3_000).then(() => 'still waiting after 3 s' as const)]);
+      expect(outcome).toMatchObject({ dispatched: 3, skipped: 0 });
+      expect(Date.now() - startedAt).toBeLessThan(3_000);
+      await trx.commit();
+      await other;
+    } finally {
+      if (!trx.isCompleted()) await trx.rollback();
+    }
+    const rows = await jobRows();
+    expect(rows.map((row) => row.unique_key).filter((key) => key?.startsWith('sync-one:L'))).toHaveLength(22);
+    expect(rows.find((row) => row.unique_key === 'sync-one:M-HELD')?.id).toBe(held.id);
   });
 });

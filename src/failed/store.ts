@@ -5,7 +5,7 @@ import { withDatabaseRetry } from '../db/retry.js';
 import { MailqError } from '../errors.js';
 import { recordBatchFailure, reopenFailedBatchJobs } from '../batch/counters.js';
 import { placeholders } from '../db/sql.js';
-import { lockUniqueKeyHolders } from '../queue/insert.js';
+import { findOwnKeyedRows, uniqueKeyHolders } from '../queue/insert.js';
 
 export interface FailedJob {
   id: number;
@@ -214,7 +214,8 @@ export class FailedJobs {
            ON DUPLICATE KEY UPDATE ${jobs}.id = ${jobs}.id`,
           lockedIds,
         );
-        const holders = await lockUniqueKeyHolders(trx, this.tables.jobs, locked.flatMap((row) => (row.unique_key === null ? [] : [row.unique_key])));
+        const keys = locked.flatMap((row) => (row.unique_key === null ? [] : [row.unique_key]));
+        const holders = await uniqueKeyHolders(trx, this.tables.jobs, keys, await findOwnKeyedRows(trx, this.tables.jobs, locked));
         const outcome: MovedBack = { retried: [], alreadyQueued: [] };
         for (const row of locked) {
           const holder = row.unique_key === null ? undefined : holders.get(row.unique_key);

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { withDatabaseRetry } from '../db/retry.js';
 import type { JobDefinition } from '../job.js';
-import { chunkRows, formattedInsertJobRows, insertJobRows, insertJobRowsUnique } from './insert.js';
+import { chunkRows, formattedInsertJobRows, insertJobRows, insertJobRowsUnique, uniqueKeyHolders } from './insert.js';
 import { newJobRow, newJobRows, rowTemplate, validatePayload, type DispatchOptions, type NewJobRow } from './rows.js';
 import { uniqueKeyFor } from './unique.js';
 
@@ -49,9 +49,12 @@ export class Dispatcher {
     const valid = validatePayload(definition, payload);
     const row = newJobRow(template, valid, uniqueKeyFor(definition, valid, options.unique));
     if (row.unique_key !== null) {
-      const outcome = await this.write(options.transaction, (trx) => insertJobRowsUnique(trx, this.tables.jobs, [row], template.delayMs));
-      const holder = outcome.holders.get(row.unique_key);
-      return { id: holder?.id ?? 0, uuid: holder?.uuid ?? row.uuid, queue: row.queue, skipped: outcome.skipped > 0 };
+      const key = row.unique_key;
+      const { holder, skipped } = await this.write(options.transaction, async (trx) => {
+        const outcome = await insertJobRowsUnique(trx, this.tables.jobs, [row], template.delayMs);
+        return { holder: (await uniqueKeyHolders(trx, this.tables.jobs, [key], outcome.ours)).get(key), skipped: outcome.skipped > 0 };
+      });
+      return { id: holder?.id ?? 0, uuid: holder?.uuid ?? row.uuid, queue: row.queue, skipped };
     }
     const insert = (db: Knex | Knex.Transaction) => insertJobRows(db, this.tables.jobs, [row], template.delayMs);
     const [result] = (await (options.transaction ? insert(options.transaction) : withDatabaseRetry(() => insert(this.knex)))) as [{ insertId: number }];

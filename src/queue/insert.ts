@@ -55,38 +55,80 @@ export function* chunkRows(rows: Iterable<NewJobRow>, maxRows: number, maxBytes 
   if (chunk.length > 0) yield chunk;
 }
 
+/** A job as a unique key names it: the one that holds the key. */
+export interface KeyHolder {
+  id: number;
+  uuid: string;
+}
+
 export interface UniqueInsertOutcome {
   inserted: number;
   skipped: number;
-  /** unique_key → the job holding it now: one of ours, or the pending/running job that made ours a duplicate. */
-  holders: Map<string, { id: number; uuid: string }>;
+  /** unique_key → the row of ours that went in with it; a key of ours missing here was taken. */
+  ours: Map<string, KeyHolder>;
 }
 
 /**
  * Inserts rows some of which carry a unique key, skipping those whose key a pending or running job
  * holds. The unique index decides, not a read-then-write. Must run inside a transaction: our rows
- * stay invisible to workers until commit, and the holders' rows stay locked while we look at them.
+ * stay invisible to workers until commit.
  */
 export async function insertJobRowsUnique(trx: Knex.Transaction, jobsTable: string, rows: NewJobRow[], delayMs: number): Promise<UniqueInsertOutcome> {
   await insertJobRows(trx, jobsTable, rows, delayMs, { skipDuplicates: true });
-  const keyed = rows.filter((row) => row.unique_key !== null);
-  const holders = await lockUniqueKeyHolders(trx, jobsTable, keyed.map((row) => row.unique_key!));
-  const skipped = keyed.filter((row) => holders.get(row.unique_key!)?.uuid !== row.uuid).length;
-  return { inserted: rows.length - skipped, skipped, holders };
+  const ours = await findOwnKeyedRows(trx, jobsTable, rows);
+  const skipped = rows.filter((row) => row.unique_key !== null && ours.get(row.unique_key)?.uuid !== row.uuid).length;
+  return { inserted: rows.length - skipped, skipped, ours };
 }
 
 /**
- * unique_key → the job that holds it now. A locking read: the current rows whatever snapshot the
- * caller's transaction holds, kept locked until it ends. After an insert that skipped duplicates,
- * a row of ours went in exactly when its key's holder has our uuid.
+ * unique_key → the row of `rows` (matched by uuid) that holds it, after an insert that skipped
+ * duplicates: a row went in exactly when its key's row carries its uuid. A plain read that locks
+ * nothing: a transaction always sees its own rows, whatever snapshot it holds, so no locking read
+ * is needed to tell inserted from skipped (a locking read of a key list would lock every row and
+ * gap it scans for the rest of the caller's transaction).
  */
-export async function lockUniqueKeyHolders(trx: Knex.Transaction, jobsTable: string, keys: readonly string[]): Promise<Map<string, { id: number; uuid: string }>> {
-  const holders = new Map<string, { id: number; uuid: string }>();
-  const distinct = [...new Set(keys)];
-  if (distinct.length === 0) return holders;
-  const [found] = (await trx.raw(`SELECT id, uuid, unique_key FROM \`${jobsTable}\` WHERE unique_key IN (${placeholders(distinct)}) FOR UPDATE`, distinct)) as [
-    Array<{ id: number | string; uuid: string; unique_key: string }>,
-  ];
-  for (const row of found) holders.set(row.unique_key, { id: Number(row.id), uuid: row.uuid });
+export async function findOwnKeyedRows(trx: Knex.Transaction, jobsTable: string, rows: ReadonlyArray<{ uuid: string; unique_key: string | null }>): Promise<Map<string, KeyHolder>> {
+  const uuids = new Set(rows.map((row) => row.uuid));
+  const ours = new Map<string, KeyHolder>();
+  const keys = rows.flatMap((row) => (row.unique_key === null ? [] : [row.unique_key]));
+  for (const row of await readUniqueKeyRows(trx, jobsTable, keys, { lock: false })) {
+    if (uuids.has(row.uuid)) ours.set(row.unique_key, { id: Number(row.id), uuid: row.uuid });
+  }
+  return ours;
+}
+
+/**
+ * unique_key → the job that holds it now. Keys our rows hold (`ours`, see findOwnKeyedRows) are
+ * answered as they are; the others with a locking read, which sees the current holder whatever
+ * snapshot the caller's transaction holds. It reads only rows our INSERT already locked when it met
+ * them as duplicates: for one key (a dispatch) it adds no lock another session would notice; for a
+ * list (a retry, in its own short transaction) it also locks the gaps beside those keys.
+ */
+export async function uniqueKeyHolders(trx: Knex.Transaction, jobsTable: string, keys: readonly string[], ours: ReadonlyMap<string, KeyHolder>): Promise<Map<string, KeyHolder>> {
+  const holders = new Map(ours);
+  const taken = keys.filter((key) => !ours.has(key));
+  for (const row of await readUniqueKeyRows(trx, jobsTable, taken, { lock: true })) holders.set(row.unique_key, { id: Number(row.id), uuid: row.uuid });
   return holders;
+}
+
+/**
+ * The rows with these unique keys, read through the unique index and nothing else. FORCE INDEX
+ * because on a small table the optimizer prefers a full scan for a list of keys, and a locking
+ * read locks every row it scans: jobs would be invisible to every claim (SKIP LOCKED) and other
+ * dispatchers would wait until the transaction ends.
+ */
+async function readUniqueKeyRows(trx: Knex.Transaction, jobsTable: string, keys: readonly string[], options: { lock: boolean }): Promise<Array<{ id: number | string; uuid: string; unique_key: string }>> {
+  const distinct = [...new Set(keys)];
+  if (distinct.length === 0) return [];
+  const lock = options.lock ? ' FOR UPDATE' : '';
+  const [found] = (await trx.raw(
+    `SELECT id, uuid, unique_key FROM \`${jobsTable}\` FORCE INDEX (\`${uniqueKeyIndex(jobsTable)}\`) WHERE unique_key IN (${placeholders(distinct)})${lock}`,
+    distinct,
+  )) as [Array<{ id: number | string; uuid: string; unique_key: string }>];
+  return found;
+}
+
+/** The UNIQUE index on jobs.unique_key, as the jobs migration names it. */
+function uniqueKeyIndex(jobsTable: string): string {
+  return `${jobsTable}_unique_key_unique`;
 }

@@ -5,14 +5,23 @@ import { startTcpProxy, type TcpProxy, type Upstream } from './support/tcp-proxy
 /** The proxy the failover and partition tests stand on: its four moves, against two echo servers. */
 interface EchoServer extends Upstream {
   server: Server;
+  heard: string[];
 }
 
-/** Answers every chunk with `name:` and the chunk, so a reply tells which server it came from. */
+/** Answers every chunk with `name:` and the chunk, so a reply tells which server it came from; keeps what it got in `heard`. */
 async function echoServer(name: string): Promise<EchoServer> {
-  const server = createServer((socket) => socket.on('data', (chunk) => socket.write(`${name}:${chunk.toString()}`)).on('error', () => undefined));
+  const heard: string[] = [];
+  const server = createServer((socket) =>
+    socket
+      .on('data', (chunk) => {
+        heard.push(chunk.toString());
+        socket.write(`${name}:${chunk.toString()}`);
+      })
+      .on('error', () => undefined),
+  );
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const address = server.address();
-  return { server, host: '127.0.0.1', port: typeof address === 'object' && address ? address.port : 0 };
+  return { server, heard, host: '127.0.0.1', port: typeof address === 'object' && address ? address.port : 0 };
 }
 
 interface Client {
@@ -145,6 +154,23 @@ describe('the test TCP proxy', () => {
     proxy.redirect(second);
     proxy.forward();
     await waitUntil(() => held.received() === 'second:hi');
+  });
+
+  it('loses replies: the server still gets what an open connection sends, nothing comes back; a new connection gets its replies', async () => {
+    proxy = await startTcpProxy(first);
+    const a = await client();
+    a.socket.write('before');
+    await waitUntil(() => a.received() === 'first:before');
+    proxy.loseReplies();
+    a.socket.write('unanswered');
+    await waitUntil(() => first.heard.includes('unanswered'));
+    await quietFor(200);
+    expect(a.received()).toBe('first:before');
+    expect(a.socket.destroyed).toBe(false);
+
+    const b = await client();
+    b.socket.write('fresh');
+    await waitUntil(() => b.received() === 'first:fresh');
   });
 
   it('rewrites a database URL to go through it', async () => {

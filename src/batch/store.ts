@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { withDatabaseRetry } from '../db/retry.js';
+import { inTransaction } from '../db/transaction.js';
 import { InvalidJobError, MailqError } from '../errors.js';
 import type { JobDefinition } from '../job.js';
 import type { Dispatcher } from '../queue/dispatcher.js';
@@ -102,7 +103,8 @@ export class BatchStore {
     const current = await this.find(id);
     if (current.finishedAt) return { batch: current, removed: 0, alreadyFinished: true };
     const removed = await withDatabaseRetry(() =>
-      this.knex.transaction(
+      inTransaction(
+        this.knex,
         // Read committed: the DELETE locks only the rows it removes, not the batch's running jobs.
         (trx) => cancelWaitingJobs(trx, this.tables, id),
         { isolationLevel: 'read committed' },

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { parseJsonColumn } from '../db/json.js';
 import { withDatabaseRetry } from '../db/retry.js';
+import { inTransaction } from '../db/transaction.js';
 import { MailqError } from '../errors.js';
 import { recordBatchFailure, reopenFailedBatchJobs } from '../batch/counters.js';
 import { placeholders } from '../db/sql.js';
@@ -200,7 +201,7 @@ export class FailedJobs {
     if (ids.length === 0) return { retried: [], alreadyQueued: [] };
     const jobs = `\`${this.tables.jobs}\``;
     return withDatabaseRetry(() =>
-      this.knex.transaction(async (trx) => {
+      inTransaction(this.knex, async (trx) => {
         const locked: Array<{ id: number | string; uuid: string; unique_key: string | null }> = await trx(this.tables.failedJobs)
           .select('id', 'uuid', 'unique_key')
           .whereIn('id', ids)

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { MailboxTables } from './tables.js';
 import { withDatabaseRetry } from '../db/retry.js';
+import { inTransaction } from '../db/transaction.js';
 import type { TwsMessage } from './tws.js';
 import { placeholders } from '../db/sql.js';
 
@@ -108,7 +109,7 @@ export class MailboxStore {
   async saveSync(taxpayerId: number, pages: readonly TwsMessage[][], done: { watermark: Date; startedAt: number }): Promise<number> {
     const messages = pages.reduce((sum, page) => sum + page.length, 0);
     await withDatabaseRetry(() =>
-      this.knex.transaction(async (trx) => {
+      inTransaction(this.knex, async (trx) => {
         for (const page of pages) if (page.length > 0) await this.upsertPage(trx, taxpayerId, page);
         await trx.raw(
           `UPDATE ${quote(this.tables.taxpayers)} SET last_synced_at = ?, last_sync_at = NOW(3), last_sync_status = 'ok',

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import { cancelWaitingJobs } from '../batch/counters.js';
 import type { TableNames } from '../db/tables.js';
 import { withDatabaseRetry } from '../db/retry.js';
+import { inTransaction } from '../db/transaction.js';
 
 export interface ClearedQueue {
   queue: string;
@@ -28,7 +29,7 @@ export async function clearQueues(knex: Knex, tables: TableNames, queues: readon
     const cancelledBatches = await batchesWaitingIn(knex, tables, queue);
     for (const batchId of cancelledBatches) {
       removed += await withDatabaseRetry(() =>
-        knex.transaction((trx) => cancelWaitingJobs(trx, tables, batchId, { queue }), { isolationLevel: 'read committed' }),
+        inTransaction(knex, (trx) => cancelWaitingJobs(trx, tables, batchId, { queue }), { isolationLevel: 'read committed' }),
       );
     }
     cleared.push({ queue, removed, cancelledBatches });

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { withDatabaseRetry } from '../db/retry.js';
+import { inTransaction } from '../db/transaction.js';
 import type { JobDefinition } from '../job.js';
 import { chunkRows, formattedInsertJobRows, insertJobRows, insertJobRowsUnique, uniqueKeyHolders } from './insert.js';
 import { newJobRow, newJobRows, rowTemplate, validatePayload, type DispatchOptions, type NewJobRow } from './rows.js';
@@ -107,13 +108,21 @@ export class Dispatcher {
   private async insertPipelined(trx: Knex.Transaction, chunks: Iterable<NewJobRow[]>, delayMs: number, report: (written: number) => void): Promise<number> {
     let running: Promise<number> | undefined;
     let written = 0;
-    for (const chunk of chunks) {
-      const statement = formattedInsertJobRows(this.tables.jobs, chunk, delayMs);
+    try {
+      for (const chunk of chunks) {
+        const statement = formattedInsertJobRows(this.tables.jobs, chunk, delayMs);
+        if (running) report((written += await running));
+        running = trx.raw(statement).then(([result]: [{ affectedRows: number }]) => result.affectedRows);
+      }
       if (running) report((written += await running));
-      running = trx.raw(statement).then(([result]: [{ affectedRows: number }]) => result.affectedRows);
+      return written;
+    } catch (error) {
+      // Building the next chunk threw (a payload JSON cannot encode) while the previous INSERT was
+      // in flight: wait for that INSERT, so the transaction's rollback goes out after it and its
+      // failure, if the connection dies meanwhile, is not left unhandled (which ends the process).
+      await running?.catch(() => undefined);
+      throw error;
     }
-    if (running) report((written += await running));
-    return written;
   }
 
   /**
@@ -123,6 +132,6 @@ export class Dispatcher {
    */
   write<T>(transaction: Knex.Transaction | undefined, work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
     if (transaction) return work(transaction);
-    return withDatabaseRetry(() => this.knex.transaction((trx) => work(trx)));
+    return withDatabaseRetry(() => inTransaction(this.knex, work));
   }
 }

@@ -5,6 +5,7 @@ import { withSession, type SessionQuery } from '../db/session.js';
 import { placeholders, reservationsMatchSql } from '../db/sql.js';
 import { isConnectionError } from '../db/errors.js';
 import { withDatabaseRetry } from '../db/retry.js';
+import { inTransaction } from '../db/transaction.js';
 import { CLAIM_COLUMNS, toClaimedJob, type ClaimDefaults, type ClaimedJob, type Reservation } from './claimed-job.js';
 import { completeJobsCountingBatches, removeJobsOfCancelledBatches } from '../batch/counters.js';
 
@@ -214,7 +215,7 @@ export class JobRows {
 
   /** The last attempt failed (or the job can never succeed): to failed_jobs, atomically. */
   async fail(job: Reservation, workerId: string, exception: string): Promise<boolean> {
-    return this.knex.transaction((trx) => moveJobToFailed(trx, this.tables, job.id, reservationsMatchSql([job], workerId), exception));
+    return inTransaction(this.knex, (trx) => moveJobToFailed(trx, this.tables, job.id, reservationsMatchSql([job], workerId), exception));
   }
 
   /**
@@ -222,7 +223,7 @@ export class JobRows {
    * counted, or to failed_jobs when no attempts are left.
    */
   async sweepExpiredLeases(limit = 100): Promise<ReturnedReservations> {
-    return this.knex.transaction(async (trx) => {
+    return inTransaction(this.knex, async (trx) => {
       const [rows] = (await trx.raw(
         `SELECT id, attempts, max_attempts, reserved_by, batch_id, last_error FROM ${this.jobs} FORCE INDEX (\`${this.tables.jobs}_lease_until_index\`)
          WHERE lease_until < NOW(3) ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED`,
@@ -248,7 +249,7 @@ export class JobRows {
     )) as [Array<{ id: number }>];
     if (found.length === 0) return { released: 0, failed: 0, removed: 0 };
     const ids = found.map((row) => row.id);
-    return this.knex.transaction(async (trx) => {
+    return inTransaction(this.knex, async (trx) => {
       const [rows] = (await trx.raw(
         `SELECT id, attempts, max_attempts, reserved_by, batch_id, last_error FROM ${this.jobs} WHERE id IN (${placeholders(ids)}) AND reserved_by = ? FOR UPDATE`,
         [...ids, workerId],

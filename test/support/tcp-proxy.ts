@@ -14,7 +14,9 @@ export interface Upstream {
  *   while the name already points at a live server;
  * - cut: every connection is closed at once, like a server or a firewall resetting them;
  * - redirect: new connections go to another server (a failover behind the same name);
- *   open ones stay with the server they reached.
+ *   open ones stay with the server they reached;
+ * - loseReplies: the connections open now still carry what the client sends, but what the server
+ *   sends back is thrown away, like a reply lost on the way: the statement ran, its answer never comes.
  */
 export interface TcpProxy {
   readonly port: number;
@@ -26,6 +28,8 @@ export interface TcpProxy {
   /** Closes every open connection; new ones are still accepted (and forwarded unless stalled). */
   cut(): void;
   redirect(upstream: Upstream): void;
+  /** From now on, the server's bytes on the connections open now are dropped; new connections are not affected. */
+  loseReplies(): void;
   /** `url` with its host and port replaced by the proxy's. */
   urlThrough(url: string): string;
   close(): Promise<void>;
@@ -35,6 +39,7 @@ export interface TcpProxy {
 class Link {
   private upstream: Socket | undefined;
   private held = true;
+  private repliesLost = false;
 
   constructor(
     private readonly client: Socket,
@@ -53,7 +58,7 @@ class Link {
       this.upstream.on('error', () => this.destroy());
       this.upstream.on('close', () => this.destroy());
       this.relay(this.client, this.upstream);
-      this.relay(this.upstream, this.client);
+      this.relay(this.upstream, this.client, () => this.repliesLost);
     }
     this.held = false;
     this.client.resume();
@@ -67,16 +72,20 @@ class Link {
     this.upstream?.pause();
   }
 
+  loseReplies(): void {
+    this.repliesLost = true;
+  }
+
   destroy(): void {
     if (!this.client.destroyed) this.client.destroy();
     if (this.upstream && !this.upstream.destroyed) this.upstream.destroy();
     this.onClosed(this);
   }
 
-  /** Copies bytes with backpressure; a drain never resumes a held link. */
-  private relay(from: Socket, to: Socket): void {
+  /** Copies bytes with backpressure (or drops them while `dropping()`); a drain never resumes a held link. */
+  private relay(from: Socket, to: Socket, dropping: () => boolean = () => false): void {
     from.on('data', (chunk: Buffer) => {
-      if (to.write(chunk)) return;
+      if (dropping() || to.write(chunk)) return;
       from.pause();
       to.once('drain', () => {
         if (!this.held) from.resume();
@@ -123,6 +132,9 @@ export async function startTcpProxy(initial: Upstream): Promise<TcpProxy> {
     },
     redirect(next) {
       upstream = next;
+    },
+    loseReplies() {
+      for (const link of links) link.loseReplies();
     },
     urlThrough(url) {
       const parsed = new URL(url);

@@ -5,6 +5,8 @@ export const ER = {
   DEADLOCK: 1213,
   LOCK_WAIT_TIMEOUT: 1205,
   LOCK_NOWAIT: 3572,
+  /** MySQL Group Replication: the transaction lost a certification conflict with another primary's and was rolled back at COMMIT. */
+  TRANSACTION_ROLLBACK_DURING_COMMIT: 3101,
   NO_SUCH_TABLE: 1146,
   BAD_DB: 1049,
   ACCESS_DENIED: 1045,
@@ -29,10 +31,14 @@ export function errnoOf(error: unknown): number | undefined {
   return (error as SqlError | undefined)?.errno;
 }
 
-/** Lock conflicts that a retry of the same statement resolves. */
+/**
+ * Conflicts with another transaction that running the same unit again resolves: lock conflicts,
+ * and the write conflicts a multi-primary cluster finds at COMMIT (Galera reports those as a
+ * deadlock, Group Replication as 3101). Either way the server has rolled the unit back.
+ */
 export function isLockConflict(error: unknown): boolean {
   const errno = errnoOf(error);
-  return errno === ER.DEADLOCK || errno === ER.LOCK_WAIT_TIMEOUT || errno === ER.LOCK_NOWAIT;
+  return errno === ER.DEADLOCK || errno === ER.LOCK_WAIT_TIMEOUT || errno === ER.LOCK_NOWAIT || errno === ER.TRANSACTION_ROLLBACK_DURING_COMMIT;
 }
 
 const CONNECTION_CODES = new Set([

@@ -2,7 +2,7 @@ import { isConnectionError, isLockConflict } from './errors.js';
 import { sleep } from '../sleep.js';
 
 export interface RetryOptions {
-  /** How many times a deadlock or lock-wait timeout is retried before it surfaces. */
+  /** How many times a conflict (deadlock, lock-wait timeout, a cluster's commit conflict: see isLockConflict) is retried before it surfaces. */
   lockRetries?: number;
   /** How long connection failures are retried (server restart, killed connection); 0 = not at all. */
   reconnectForMs?: number;

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger, createMailq, Scheduler, type CommandRunner, type Mailq, type ScheduleEntryInput } from '../src/index.js';
@@ -108,6 +108,16 @@ describe('the scheduler', () => {
     ]);
   });
 
+  it('records its host in each run it fires: the hostname option, else the machine\'s', async () => {
+    const schedule = entries({ cron: '* * * * *', run: 'dispatch nightly' });
+    const named = new Scheduler(mq.knex, mq.tables, schedule, { runner: recordingRunner(), logger: silent, hostname: 'sched-host-a' });
+    await named.runDue(new Date('2026-01-01T02:00:00Z'));
+    const unnamed = new Scheduler(mq.knex, mq.tables, schedule, { runner: recordingRunner(), logger: silent });
+    await unnamed.runDue(new Date('2026-01-01T02:01:00Z'));
+    const rows = await mq.knex(mq.tables.scheduleRuns).select('runner').orderBy('slot');
+    expect(rows.map((row) => row.runner)).toEqual([`sched-host-a:${process.pid}`, `${hostname()}:${process.pid}`]);
+  });
+
   it('records a run that throws as failed', async () => {
     const runner: CommandRunner = async () => {
       throw new Error('no such thing');
@@ -184,6 +194,17 @@ describe('mailq schedule:run / schedule / schedule:list', () => {
       ['probe', 'done'],
       ['bad', 'failed'],
     ]);
+  });
+
+  it('names its runs after --hostname or MAILQ_HOSTNAME, as workers and supervisors name themselves', async () => {
+    const config = writeConfig('host', [{ cron: '* * * * *', run: `dispatch sched-probe '{"from":"host"}' --queue sched --force`, name: 'host-probe' }]);
+    const runners = async () => (await mq.knex(mq.tables.scheduleRuns).select('runner')).map((row) => String(row.runner));
+    expect(await main(['schedule:run', '--config', config, '--hostname', 'cron-box-1'], capture())).toBe(0);
+    expect(await runners()).toEqual([`cron-box-1:${process.pid}`]);
+
+    await mq.knex(mq.tables.scheduleRuns).delete();
+    expect(await main(['schedule:run', '--config', config], capture(), { env: { ...process.env, MAILQ_HOSTNAME: 'cron-box-2' } })).toBe(0);
+    expect(await runners()).toEqual([`cron-box-2:${process.pid}`]);
   });
 
   it('says what is wrong with a bad schedule in one line, exit code 2', async () => {

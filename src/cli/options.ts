@@ -225,3 +225,6 @@ export function ids<const S extends Described<string[]> & { all?: boolean }>(lab
   };
   return option({ kind: 'ids', all: spec.all ?? false }, coerce, { ...spec, array: true as const });
 }
+
+/** `--hostname`, for every command whose processes name themselves after their host (see src/host-name.ts). */
+export const hostnameOption = text('--hostname', { maxLength: 191, describe: "The host name shown in mailq status, worker ids and schedule runs (env MAILQ_HOSTNAME; default: the machine's)" });

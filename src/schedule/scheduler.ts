@@ -1,9 +1,9 @@
-import { hostname } from 'node:os';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { isConnectionError } from '../db/errors.js';
 import type { TableNames } from '../db/tables.js';
 import { parseDuration, type Duration } from '../duration.js';
+import { hostName } from '../host-name.js';
 import { sleep } from '../sleep.js';
 import { entryKey, latestSlot, nextSlot, splitCommandLine, type ScheduleEntry } from './entry.js';
 import { KEEP_RUNS_DAYS, ScheduleRuns } from './runs.js';
@@ -41,6 +41,8 @@ export interface SchedulerOptions {
   grace?: Duration;
   /** This scheduler's name in schedule_runs. Default host:pid. */
   runnerId?: string;
+  /** The host in the default runner id, as workers name theirs (`--hostname`, MAILQ_HOSTNAME). Default: the machine's. */
+  hostname?: string;
   /** Called as each slot is decided (the CLI prints from it). */
   onSlot?: (result: SlotResult) => void;
 }
@@ -68,7 +70,7 @@ export class Scheduler {
   ) {
     this.runs = new ScheduleRuns(knex, tables);
     this.graceMs = parseDuration(options.grace ?? '5m');
-    this.runnerId = options.runnerId ?? `${hostname()}:${process.pid}`;
+    this.runnerId = options.runnerId ?? `${hostName(options.hostname)}:${process.pid}`;
   }
 
   /**

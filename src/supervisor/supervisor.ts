@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
-import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { withDatabaseRetry } from '../db/retry.js';
+import { hostName } from '../host-name.js';
 import type { TableNames } from '../db/tables.js';
 import { parseDuration, formatDuration, type Duration } from '../duration.js';
 import { JobRows } from '../worker/job-rows.js';
@@ -111,7 +111,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   ) {
     super();
     if (!Number.isInteger(options.processes) || options.processes < 1) throw new RangeError('processes must be an integer ≥ 1');
-    this.host = options.hostname || hostname();
+    this.host = hostName(options.hostname);
     this.id = options.id ?? `${this.host}:${process.pid}:supervisor:${randomBytes(3).toString('hex')}`;
     this.stopWaitMs = parseDuration(options.stopWait ?? 60);
     this.heartbeatMs = parseDuration(options.heartbeat ?? 5) || 5_000;

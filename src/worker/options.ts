@@ -1,4 +1,4 @@
-import { hostname } from 'node:os';
+import { hostName } from '../host-name.js';
 import { randomBytes } from 'node:crypto';
 import { toBackoffPlan, type BackoffOption, type BackoffPlan } from '../backoff.js';
 import { parseDuration, type Duration } from '../duration.js';
@@ -78,7 +78,7 @@ export interface ResolvedOptions {
   hostname: string;
 }
 
-export function newWorkerId(host: string = hostname()): string {
+export function newWorkerId(host: string = hostName()): string {
   return `${host}:${process.pid}:${randomBytes(3).toString('hex')}`;
 }
 
@@ -89,7 +89,7 @@ export function resolveOptions(options: WorkerOptions): ResolvedOptions {
   const prefetch = options.prefetch ?? 0;
   if (!Number.isInteger(prefetch) || prefetch < 0) throw new RangeError('prefetch must be an integer ≥ 0');
   return {
-    hostname: options.hostname || hostname(),
+    hostname: hostName(options.hostname),
     queues,
     concurrency,
     prefetch,

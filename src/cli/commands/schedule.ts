@@ -4,7 +4,7 @@ import { formatTime, json, table } from '../output.js';
 import { MailqError } from '../../errors.js';
 import { Scheduler, type SlotResult } from '../../schedule/scheduler.js';
 import { cliCommandRunner } from '../schedule-runner.js';
-import { duration } from '../options.js';
+import { duration, hostnameOption } from '../options.js';
 
 async function schedulerFor(context: CommandContext, grace?: string): Promise<Scheduler> {
   const entries = context.settings.schedule;
@@ -14,6 +14,7 @@ async function schedulerFor(context: CommandContext, grace?: string): Promise<Sc
     runner: cliCommandRunner(context.settings, context.loaded.configPath, context.invocation),
     logger: context.logger,
     grace,
+    hostname: context.settings.worker.hostname,
     onSlot: (result) => {
       const line = describeSlot(result);
       if (line) context.output.out(line);
@@ -38,7 +39,8 @@ const graceOption = duration('--grace', { describe: 'How late a slot may still f
 export const scheduleRunCommand = defineCommand({
   command: 'schedule:run',
   describe: 'Fire the schedule entries that are due now (run from cron every minute)',
-  builder: (yargs) => yargs.option('grace', graceOption).option('json', { type: 'boolean', default: false }),
+  builder: (yargs) => yargs.option('grace', graceOption).option('hostname', hostnameOption).option('json', { type: 'boolean', default: false }),
+  settings: (argv) => ({ worker: { hostname: argv.hostname } }),
   async run(context, argv) {
     const scheduler = await schedulerFor(context, argv.grace);
     const results = await scheduler.runDue();
@@ -51,7 +53,8 @@ export const scheduleRunCommand = defineCommand({
 export const scheduleCommand = defineCommand({
   command: 'schedule',
   describe: 'Run the schedule in the foreground until stopped (one per host, or several: each slot fires once)',
-  builder: (yargs) => yargs.option('grace', graceOption),
+  builder: (yargs) => yargs.option('grace', graceOption).option('hostname', hostnameOption),
+  settings: (argv) => ({ worker: { hostname: argv.hostname } }),
   async run(context, argv) {
     const scheduler = await schedulerFor(context, argv.grace);
     const stop = new AbortController();

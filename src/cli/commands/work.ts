@@ -9,7 +9,7 @@ import { followSupervisor, supervisedIdentity, type SupervisedIdentity } from '.
 import { handleSupervisorSignals } from '../../supervisor/signals.js';
 import { Supervisor } from '../../supervisor/supervisor.js';
 import { LIMITS } from '../../config.js';
-import { backoff, bytes, duration, integer, names, text } from '../options.js';
+import { backoff, bytes, duration, hostnameOption, integer, names, text } from '../options.js';
 import { checkMetricsFlags, serveWorkerMetrics, type WorkerMetricsFlags } from '../worker-metrics.js';
 
 /** Exit codes of `mailq work`: a supervisor (ours, systemd, Supervisor) restarts on any of them. */
@@ -43,7 +43,7 @@ export const workCommand = defineCommand({
       .option('jobs', { type: 'string', array: true, describe: 'Modules that export job definitions' })
       .option('metrics-port', integer('--metrics-port', { min: 1, max: 65_535, describe: 'Serve this worker process’s Prometheus /metrics on this port' }))
       .option('metrics-host', text('--metrics-host', { maxLength: 255, describe: 'Address for --metrics-port (default 127.0.0.1; others need MAILQ_DASHBOARD_TOKEN)' }))
-      .option('hostname', text('--hostname', { maxLength: 191, describe: "The host name shown in mailq status and in worker ids (env MAILQ_HOSTNAME; default: the machine's)" })),
+      .option('hostname', hostnameOption),
   settings: (argv) => ({
     jobs: argv.jobs,
     worker: {

@@ -93,7 +93,7 @@ export class Mailq {
     this.monitor = new Monitor(this.knex, this.tables);
     // Dispatch alone goes through the app's knex: it is what must share the app's transactions.
     this.dispatcher = new Dispatcher(options.knex ?? this.knex, this.tables, (job) => this.resolveJob(job));
-    this.batches = new BatchStore(this.knex, this.tables, this.dispatcher, (job) => this.resolveJob(job));
+    this.batches = new BatchStore(this.knex, this.tables, this.dispatcher, (job) => this.resolveJob(job), (queues, transaction) => this.wakeWorkers(queues, transaction));
     this.rateLimits = new RateLimiter(this.knex, this.tables);
   }
 
@@ -124,25 +124,32 @@ export class Mailq {
 
   /** Enqueues one job. Pass `transaction` to enqueue atomically with your own writes. */
   dispatch<P, I = P>(job: JobDefinition<P, I> | string, payload: I, options?: DispatchOneOptions): Promise<DispatchedJob> {
-    return this.dispatcher.dispatch(job, payload, options).then((dispatched) => this.wakeWorkers(dispatched, options?.transaction));
+    return this.dispatcher.dispatch(job, payload, options).then((dispatched) => {
+      this.wakeWorkers([dispatched.queue], options?.transaction);
+      return dispatched;
+    });
   }
 
   /** Validates every payload, then bulk-inserts them in chunks of multi-row INSERTs, in one transaction. */
   dispatchMany<P, I = P>(job: JobDefinition<P, I> | string, payloads: readonly I[], options?: DispatchManyOptions): Promise<DispatchManyResult> {
-    return this.dispatcher.dispatchMany(job, payloads, options).then((dispatched) => this.wakeWorkers(dispatched, options?.transaction));
+    return this.dispatcher.dispatchMany(job, payloads, options).then((dispatched) => {
+      this.wakeWorkers([dispatched.queue], options?.transaction);
+      return dispatched;
+    });
   }
 
   /**
-   * Idle workers of this instance on the dispatch's queue claim at once instead of at their next
-   * poll (other processes poll as before). Inside a caller's transaction: once it commits.
+   * Idle workers of this instance on any of these queues (where a dispatch or a batch just put jobs)
+   * claim at once instead of at their next poll (other processes poll as before). Inside a caller's
+   * transaction: once it commits.
    */
-  private wakeWorkers<T extends { queue: string }>(dispatched: T, transaction?: Knex.Transaction): T {
+  private wakeWorkers(queues: Iterable<string>, transaction?: Knex.Transaction): void {
+    const woken = new Set(queues);
     const wake = () => {
-      for (const worker of this.workers) if (worker.queues.includes(dispatched.queue)) worker.wake();
+      for (const worker of this.workers) if (worker.queues.some((queue) => woken.has(queue))) worker.wake();
     };
     if (transaction) void transaction.executionPromise.then(wake, () => undefined);
     else wake();
-    return dispatched;
   }
 
   /**

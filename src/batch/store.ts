@@ -44,6 +44,8 @@ export class BatchStore {
     private readonly tables: TableNames,
     private readonly dispatcher: Dispatcher,
     private readonly resolveJob: (job: JobDefinition | string) => JobDefinition | string,
+    /** Told which queues a new batch put jobs on, and in which caller transaction (Mailq wakes its idle workers there). */
+    private readonly onJobsQueued: (queues: Iterable<string>, transaction?: Knex.Transaction) => void = () => undefined,
   ) {}
 
   /**
@@ -78,6 +80,7 @@ export class BatchStore {
     };
     const { inserted, skipped } = await this.dispatcher.write(options.transaction, write);
     noteBatchCreated(id);
+    if (inserted > 0) this.onJobsQueued(new Set([...groups.values()].flat().map((row) => row.queue)), options.transaction);
     return { id, name, total: inserted, skipped };
   }
 

@@ -74,6 +74,14 @@ describe('the packed package', () => {
     expect(files.some((file) => file.startsWith('test/') || file.startsWith('src/') || file.startsWith('examples/'))).toBe(false);
   });
 
+  it('ships every local file the README shows, so the README read from the package (node_modules, unpkg) finds its images', async () => {
+    const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8');
+    const shown = [...readme.matchAll(/!\[[^\]]*\]\(([^)\s]+)\)|<img[^>]*\ssrc="([^"]+)"/g)].map((match) => match[1] ?? match[2]!);
+    const local = shown.filter((target) => !/^[a-z]+:/i.test(target)).map((target) => path.posix.normalize(target));
+    expect(local).toContain('docs/dashboard.png');
+    expect(local.filter((target) => !files.includes(target))).toEqual([]);
+  });
+
   it("'mailq', 'mailq/mailbox' and 'mailq/testing' resolve with their types", async () => {
     await writeFile(
       path.join(app, 'types.ts'),

@@ -74,7 +74,7 @@ export async function runInline<P, I = P>(job: JobDefinition<P, I>, payload: I, 
 
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
     options.signal?.throwIfAborted();
-    const running = startAttempt({ ...claimed, attempt }, registry, logger, (definition, signal) => (definition.rateLimit ? { rateLimit: inlineRateLimit(definition.rateLimit.key, signal(), run) } : {}));
+    const running = startAttempt({ ...claimed, attempt }, registry, logger, (definition, running) => (definition.rateLimit ? { rateLimit: inlineRateLimit(definition.rateLimit.key, running.signal, run) } : undefined));
     const stop = () => running.interrupt();
     options.signal?.addEventListener('abort', stop, { once: true });
     const outcome = await running.outcome.finally(() => options.signal?.removeEventListener('abort', stop));

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { parseDuration, type Duration } from '../duration.js';
+import type { Duration } from '../duration.js';
 import { ConfigError, DeferJobError, JobTimeoutError, LeaseLostError, PermanentError } from '../errors.js';
 import type { JobContext, JobDefinition, JobRegistry } from '../job.js';
 import { parseJsonColumn } from '../db/json.js';
@@ -14,14 +14,21 @@ export type AttemptOutcome =
   | { kind: 'lease-lost'; error: LeaseLostError };
 
 export interface RunningAttempt {
-  job: ClaimedJob;
-  outcome: Promise<AttemptOutcome>;
-  handlerSettled: Promise<void>;
+  readonly job: ClaimedJob;
+  /** When the attempt started (performance.now()). */
+  readonly startedAt: number;
+  /** How the attempt ended (made on request: a worker hears it through `onEnded`). */
+  readonly outcome: Promise<AttemptOutcome>;
+  /** Resolves when the handler really returns: it may outlive a timeout or a stop. */
+  readonly handlerSettled: Promise<void>;
   /** Stop the attempt now: the worker is shutting down and will put the job back. */
   interrupt(): void;
   /** Stop the attempt now: its reservation is no longer this worker's, so nothing is written for it. */
   abandon(reason: LeaseLostError): void;
 }
+
+/** Hears how an attempt ended, once, always after the call that started it has returned. */
+export type AttemptEnded = (attempt: RunningAttempt, outcome: AttemptOutcome) => void;
 
 class WorkerStopping extends Error {
   constructor() {
@@ -31,108 +38,203 @@ class WorkerStopping extends Error {
 }
 
 /**
- * Runs one claimed job: finds its definition, validates the payload, and races the handler
- * against its timeout and the worker's stop. The first of those decides the outcome.
+ * Extra context a worker adds for a job type (e.g. `rateLimit`), or nothing. `attempt.signal` makes
+ * the job's AbortSignal: read it only when needed.
  */
-/** Extra context a worker adds for a job type (e.g. `rateLimit`); `signal()` makes the job's AbortSignal. */
-export type ContextExtension = (definition: JobDefinition, signal: () => AbortSignal) => Partial<JobContext>;
+export type ContextExtension = (definition: JobDefinition, attempt: { readonly job: ClaimedJob; readonly signal: AbortSignal }) => Partial<JobContext> | undefined;
 
-export function startAttempt(job: ClaimedJob, registry: JobRegistry, logger: Logger, extend?: ContextExtension): RunningAttempt {
-  const stop = new AttemptStop();
-  let handlerSettled: Promise<void> = Promise.resolve();
-  const interrupt = () => stop.abort(new WorkerStopping());
-  const abandon = (reason: LeaseLostError) => stop.abort(reason);
+/**
+ * Runs one claimed job: finds its definition, validates the payload, and races the handler
+ * against its timeout and the worker's stop. The first of those decides the outcome, which
+ * `onEnded` hears (and `outcome` resolves with).
+ */
+export function startAttempt(job: ClaimedJob, registry: JobRegistry, logger: Logger, extend?: ContextExtension, onEnded?: AttemptEnded): RunningAttempt {
+  const attempt = new Attempt(job, onEnded);
+  attempt.begin(registry, logger, extend);
+  return attempt;
+}
 
-  const outcome = (async (): Promise<AttemptOutcome> => {
+/** One shared object: a completed attempt has nothing else to say. */
+const COMPLETED: AttemptOutcome = Object.freeze({ kind: 'completed' });
+
+/**
+ * One attempt, without a promise chain of its own: the handler's end and the stops (timeout, worker
+ * stop, lease lost) each call `end`, and the first call decides. Per job that is one microtask to
+ * start the handler and, for an async handler, one reaction to its promise. The AbortSignal the
+ * handler sees is made only when the handler asks for it (an AbortController, its signal and a
+ * listener per job were ~8% of a busy worker's CPU), already aborted if the attempt was stopped.
+ */
+class Attempt implements RunningAttempt {
+  readonly startedAt = performance.now();
+  /** Why the attempt was stopped; the first reason wins. */
+  private stopReason: unknown;
+  private ended: AttemptOutcome | undefined;
+  private handler: 'not started' | 'running' | 'returned' = 'not started';
+  private controller: AbortController | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  /** Made only for those who ask (inline runs; a worker waiting out a handler past its timeout). */
+  private outcomeWaiter: Deferred<AttemptOutcome> | undefined;
+  private settledWaiter: Deferred<void> | undefined;
+
+  constructor(
+    readonly job: ClaimedJob,
+    private readonly onEnded: AttemptEnded | undefined,
+  ) {}
+
+  begin(registry: JobRegistry, logger: Logger, extend: ContextExtension | undefined): void {
+    const { job } = this;
     const definition = registry.get(job.name);
     if (!definition) {
       const known = registry.names().join(', ') || 'none';
-      return permanentFailure(`unknown job '${job.name}': no definition is loaded in this worker (known: ${known})`);
+      return this.endSoon(permanentFailure(`unknown job '${job.name}': no definition is loaded in this worker (known: ${known})`));
     }
     let payload: unknown;
     try {
       payload = parseJsonColumn(job.payload);
     } catch (error) {
-      return permanentFailure(`payload of job '${job.name}' is not valid JSON: ${(error as Error).message}`);
+      return this.endSoon(permanentFailure(`payload of job '${job.name}' is not valid JSON: ${(error as Error).message}`));
     }
     if (definition.schema) {
       const parsed = definition.schema.safeParse(payload);
       if (!parsed.success) {
         const issue = parsed.error.issues[0]!;
-        return permanentFailure(`invalid payload for job '${job.name}': ${issue.path.join('.') || 'payload'}: ${issue.message}`);
+        return this.endSoon(permanentFailure(`invalid payload for job '${job.name}': ${issue.path.join('.') || 'payload'}: ${issue.message}`));
       }
       payload = parsed.data;
     }
-
     // A timeout of 0 means "no timeout", as in Laravel.
-    const timer = job.timeoutMs > 0 ? setTimeout(() => stop.abort(new JobTimeoutError(job.timeoutMs)), job.timeoutMs) : undefined;
-    // Assigned, not spread: spreading would call the lazy `logger` and `signal` getters for every job.
-    const context = Object.assign(jobContext(job, stop, logger), extend?.(definition, () => stop.signal));
-    const handler = Promise.resolve().then(() => definition.handle(payload, context));
-    handlerSettled = handler.then(
-      () => undefined,
-      () => undefined,
-    );
-    try {
-      const result = await Promise.race([handler.then(() => ({ kind: 'completed' }) as const), stop.stopped]);
-      return result;
-    } catch (error) {
-      return classify(error, stop.reason);
-    } finally {
-      clearTimeout(timer);
-    }
-  })();
-
-  return { job, outcome, interrupt, abandon, get handlerSettled() { return handlerSettled; } };
-}
-
-/**
- * How an attempt is stopped (timeout, worker stop, lease lost): the first reason wins and ends the
- * race at once. The AbortSignal the handler sees is made only when the handler asks for it (an
- * AbortController, its signal and a listener per job were ~8% of a busy worker's CPU), already
- * aborted with the reason if the attempt was stopped before.
- */
-class AttemptStop {
-  reason: unknown;
-  readonly stopped: Promise<never>;
-  private controller: AbortController | undefined;
-  private reject!: (reason: unknown) => void;
-
-  constructor() {
-    this.stopped = new Promise<never>((_, reject) => (this.reject = reject));
-    // Nobody may be racing it (the attempt failed before its handler ran): no unhandled rejection.
-    this.stopped.catch(() => undefined);
+    if (job.timeoutMs > 0) this.timer = setTimeout(() => this.stop(new JobTimeoutError(job.timeoutMs)), job.timeoutMs);
+    const context = jobContext(this, logger);
+    const extra = extend?.(definition, this);
+    if (extra) Object.assign(context, extra);
+    this.handler = 'running';
+    // In a microtask, as an awaited call would: the worker finishes starting the job first.
+    queueMicrotask(() => this.runHandler(definition, payload, context));
   }
 
   get signal(): AbortSignal {
-    this.controller ??= new AbortController();
-    if (this.reason !== undefined && !this.controller.signal.aborted) this.controller.abort(this.reason);
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.stopReason !== undefined) this.controller.abort(this.stopReason);
+    }
     return this.controller.signal;
   }
 
-  abort(reason: unknown): void {
-    if (this.reason !== undefined) return;
-    this.reason = reason;
+  get outcome(): Promise<AttemptOutcome> {
+    if (this.ended) return Promise.resolve(this.ended);
+    this.outcomeWaiter ??= deferred();
+    return this.outcomeWaiter.promise;
+  }
+
+  get handlerSettled(): Promise<void> {
+    if (this.handler !== 'running') return Promise.resolve();
+    this.settledWaiter ??= deferred();
+    return this.settledWaiter.promise;
+  }
+
+  interrupt(): void {
+    this.stop(new WorkerStopping());
+  }
+
+  abandon(reason: LeaseLostError): void {
+    this.stop(reason);
+  }
+
+  private runHandler(definition: JobDefinition, payload: unknown, context: JobContext): void {
+    // Stopped before it began (its job is being put back or was let go): it must not run at all.
+    if (this.stopReason !== undefined) return this.handlerReturned();
+    let result: unknown;
+    try {
+      result = definition.handle(payload, context);
+    } catch (error) {
+      return this.handlerFailed(error);
+    }
+    if (isThenable(result)) {
+      Promise.resolve(result).then(
+        () => this.handlerCompleted(),
+        (error: unknown) => this.handlerFailed(error),
+      );
+    } else this.handlerCompleted();
+  }
+
+  private handlerCompleted(): void {
+    this.handlerReturned();
+    if (this.decide(COMPLETED)) this.announce();
+  }
+
+  private handlerFailed(error: unknown): void {
+    this.handlerReturned();
+    if (this.decide(classify(error, this.stopReason))) this.announce();
+  }
+
+  private handlerReturned(): void {
+    this.handler = 'returned';
+    this.settledWaiter?.resolve();
+  }
+
+  /**
+   * Timeout, worker stop or lease lost: decides the outcome now, unless the handler's end already
+   * has, and before the signal aborts: a handler that returns because of the abort did not complete.
+   */
+  private stop(reason: unknown): void {
+    if (this.stopReason !== undefined) return;
+    this.stopReason = reason;
+    this.endSoon(classify(reason, reason));
     this.controller?.abort(reason);
-    this.reject(reason);
+  }
+
+  /** Decided now, heard in a microtask: whoever stopped the attempt (or started it) finishes its own call first. */
+  private endSoon(outcome: AttemptOutcome): void {
+    if (this.decide(outcome)) queueMicrotask(() => this.announce());
+  }
+
+  /** The first outcome decided is the attempt's. */
+  private decide(outcome: AttemptOutcome): boolean {
+    if (this.ended) return false;
+    this.ended = outcome;
+    clearTimeout(this.timer);
+    return true;
+  }
+
+  private announce(): void {
+    this.outcomeWaiter?.resolve(this.ended!);
+    this.onEnded?.(this, this.ended!);
   }
 }
 
-function jobContext(job: ClaimedJob, stop: AttemptStop, logger: Logger): JobContext {
+function jobContext(attempt: Attempt, logger: Logger): JobContext {
+  const { job } = attempt;
   let jobLogger: Logger | undefined;
   return {
     get signal() {
-      return stop.signal;
+      return attempt.signal;
     },
     job: { id: job.id, uuid: job.uuid, name: job.name, queue: job.queue, attempt: job.attempt, maxAttempts: job.maxAttempts, batchId: job.batchId },
     // Created on first use: a pino child per job costs more than a no-op job itself.
     get logger() {
       return (jobLogger ??= logger.child({ jobId: job.id, job: job.name, attempt: job.attempt }));
     },
-    defer(delay: Duration, reason?: string): never {
-      throw new DeferJobError(delay, reason);
-    },
+    defer,
   };
+}
+
+function defer(delay: Duration, reason?: string): never {
+  throw new DeferJobError(delay, reason);
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as PromiseLike<unknown>).then === 'function';
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((settle) => (resolve = settle));
+  return { promise, resolve };
 }
 
 function classify(error: unknown, stopReason: unknown): AttemptOutcome {

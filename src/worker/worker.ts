@@ -9,7 +9,7 @@ import type { JobRegistry } from '../job.js';
 import { ClaimGate } from '../ratelimit/claim-gate.js';
 import { RateLimiter } from '../ratelimit/limiter.js';
 import { sleep } from '../sleep.js';
-import { startAttempt, type AttemptOutcome } from './attempt.js';
+import { startAttempt, type AttemptOutcome, type ContextExtension, type RunningAttempt } from './attempt.js';
 import { jobDefaultsOf } from './claimed-job.js';
 import { Claimer } from './claimer.js';
 import type { WorkerEvents, WorkerStats, WorkerStopReason } from './events.js';
@@ -44,8 +44,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly recorder: OutcomeRecorder;
   private readonly leases: LeaseKeeper;
   private readonly heartbeat: Heartbeat | undefined;
-  /** Outcomes being handled (from a handler's end to its row's last statement): the drain waits for them. */
-  private readonly finishing = new Set<Promise<void>>();
+  /** Attempts started whose outcome is not handled yet (from start to its row's last statement): the drain waits for them. */
+  private unfinished = 0;
+  private wakeWhenAllFinished: (() => void) | undefined;
   private readonly stopController = new AbortController();
   private readonly stopped: Promise<void>;
   private stopReason: WorkerStopReason | undefined;
@@ -304,26 +305,59 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private start(entry: HeldJob): void {
-    const { job } = entry;
     this.held.move(entry, 'running');
-    const attempt = startAttempt(job, this.registry, this.logger, (definition, signal) => (definition.rateLimit ? { rateLimit: this.gate.contextFor(definition, signal(), job.id) } : {}));
-    entry.attempt = attempt;
-    this.emit('job:started', job);
-    const startedAt = performance.now();
-    const finished: Promise<void> = attempt.outcome
-      .then((outcome) => this.finish(entry, outcome, performance.now() - startedAt))
-      .catch((error: unknown) => this.logger.error({ err: error, jobId: job.id }, 'could not record job outcome; its lease will return it'))
-      .then(() => this.gate.release(job.id))
-      .finally(() => this.finishing.delete(finished));
-    this.finishing.add(finished);
+    this.unfinished++;
+    entry.attempt = startAttempt(entry.job, this.registry, this.logger, this.extendContext, this.attemptEnded);
+    this.emit('job:started', entry.job);
   }
 
-  /** Hands the outcome to the recorder, unless the worker let go of the job meanwhile (lease lost). */
-  private async finish(entry: HeldJob, outcome: AttemptOutcome, elapsedMs: number): Promise<void> {
-    if (this.held.get(entry.job.id) !== entry) return;
+  /** `ctx.rateLimit` for job types with a rate limit. */
+  private readonly extendContext: ContextExtension = (definition, attempt) =>
+    definition.rateLimit ? { rateLimit: this.gate.contextFor(definition, attempt.signal, attempt.job.id) } : undefined;
+
+  /**
+   * An attempt ended. A completion is recorded at once (it joins the grouped DELETE), so the slot
+   * starts its next job without a promise hop; other outcomes go through `finish`. Then the job's
+   * rate-limit tokens are stamped with its end.
+   */
+  private readonly attemptEnded = (attempt: RunningAttempt, outcome: AttemptOutcome): void => {
+    const { job } = attempt;
+    const entry = this.held.get(job.id);
+    // Unless the worker let go of the job meanwhile (lease lost): then nothing is written for it.
+    const held = entry?.attempt === attempt ? entry : undefined;
+    const elapsedMs = performance.now() - attempt.startedAt;
+    if (outcome.kind === 'completed' || !held) {
+      if (held) this.recorder.completed(held, elapsedMs);
+      return this.outcomeHandled(this.gate.release(job.id));
+    }
+    const handled = this.finish(held, outcome)
+      .catch((error: unknown) => this.logger.error({ err: error, jobId: job.id }, 'could not record job outcome; its lease will return it'))
+      .then(() => this.gate.release(job.id));
+    this.outcomeHandled(handled);
+  };
+
+  /** One attempt's outcome is handled once `pending` (its last step, if any) settles. */
+  private outcomeHandled(pending: Promise<void> | undefined): void {
+    if (pending) void pending.finally(() => this.outcomeHandled(undefined));
+    else if (--this.unfinished === 0) this.wakeWhenAllFinished?.();
+  }
+
+  /** Resolves when every attempt started so far has ended and its outcome is handled. */
+  private allFinished(): Promise<void> {
+    if (this.unfinished === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const earlier = this.wakeWhenAllFinished;
+      this.wakeWhenAllFinished = () => {
+        this.wakeWhenAllFinished = undefined;
+        earlier?.();
+        resolve();
+      };
+    });
+  }
+
+  /** Hands an outcome other than a completion to the recorder. */
+  private async finish(entry: HeldJob, outcome: Exclude<AttemptOutcome, { kind: 'completed' }>): Promise<void> {
     switch (outcome.kind) {
-      case 'completed':
-        return this.recorder.completed(entry, elapsedMs);
       case 'deferred':
         return this.recorder.deferred(entry, outcome.delayMs, outcome.reason);
       case 'lease-lost':
@@ -389,14 +423,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.recorder.putBack(this.held.entries('claiming', 'waiting'), 'put back: worker stopping');
     if (this.held.count('running') > 0) {
       const timer = new AbortController();
-      const inTime = await Promise.race([Promise.allSettled([...this.finishing]).then(() => true), sleep(this.options.stopWaitMs, timer.signal).then(() => false)]);
+      const inTime = await Promise.race([this.allFinished().then(() => true), sleep(this.options.stopWaitMs, timer.signal).then(() => false)]);
       timer.abort();
       if (!inTime) {
         this.logger.warn({ running: this.held.count('running') }, 'stop wait over; putting unfinished jobs back');
         for (const entry of this.held.entries('running')) entry.attempt?.interrupt();
       }
     }
-    while (this.finishing.size > 0) await Promise.allSettled([...this.finishing]);
+    await this.allFinished();
     await this.recorder.settled();
     for (const entry of this.held.entries()) this.held.release(entry);
   }

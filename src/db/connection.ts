@@ -1,6 +1,7 @@
 import knexFactory, { type Knex } from 'knex';
 import { ConfigError } from '../errors.js';
 import { parseDatabaseUrl, type DatabaseAddress } from './url.js';
+import { PoolHealth, type PooledConnection } from './pool-health.js';
 import { probeThread, watchForStalls, type WatchedConnection } from './stall-check.js';
 
 export type { Knex };
@@ -55,7 +56,7 @@ export function poolLike(appKnex: Knex, options: ConnectOptions = {}): Knex {
 }
 
 /** knex's `pool.afterCreate`: set up a new session, then call `done`. */
-type SessionHook = (session: WatchedConnection, done: (error: unknown, session: unknown) => void) => void;
+type SessionHook = (session: WatchedConnection & PooledConnection, done: (error: unknown, session: unknown) => void) => void;
 
 /** The hooks of pools mailq built (connect, poolLike): recognised when such a pool is handed back to createMailq. */
 const mailqHooks = new WeakSet<object>();
@@ -79,7 +80,9 @@ function mailqPool(connection: ConnectionSource, options: ConnectOptions, stallC
           return latest;
         }
       : latest;
+  const health = new PoolHealth();
   const ownSettings: SessionHook = (session, done) => {
+    health.watch(session);
     session.query("SET time_zone = '+00:00'", (error: unknown) => {
       if (error || stallCheckMs <= 0) return done(error, session);
       // The check finds this session in the server's processlist by its id. Behind a pooling proxy
@@ -98,7 +101,7 @@ function mailqPool(connection: ConnectionSource, options: ConnectOptions, stallC
   return knexFactory({
     client: 'mysql2',
     connection: provide,
-    pool: { min: 0, max: options.poolMax ?? 10, afterCreate },
+    pool: { min: 0, max: options.poolMax ?? 10, afterCreate, validate: (session: WatchedConnection & PooledConnection) => health.mayHandOut(session) },
     acquireConnectionTimeout: 15_000,
     // knex would print connection errors to the console itself; callers report them once, clearly.
     log: { warn: noop, error: noop, debug: noop, deprecate: noop },

@@ -12,6 +12,11 @@ export const ER = {
   ACCESS_DENIED: 1045,
   DUP_ENTRY: 1062,
   PACKET_TOO_LARGE: 1153,
+  NET_PACKETS_OUT_OF_ORDER: 1156,
+  NET_READ_ERROR: 1158,
+  NET_READ_INTERRUPTED: 1159,
+  NET_ERROR_ON_WRITE: 1160,
+  NET_WRITE_INTERRUPTED: 1161,
   SERVER_SHUTDOWN: 1053,
   CONNECTION_KILLED: 1927,
   QUERY_INTERRUPTED: 1317,
@@ -39,6 +44,19 @@ export function errnoOf(error: unknown): number | undefined {
 export function isLockConflict(error: unknown): boolean {
   const errno = errnoOf(error);
   return errno === ER.DEADLOCK || errno === ER.LOCK_WAIT_TIMEOUT || errno === ER.LOCK_NOWAIT || errno === ER.TRANSACTION_ROLLBACK_DURING_COMMIT;
+}
+
+/**
+ * Errors of the server's network layer: it sends one, then closes the connection (it cannot tell
+ * where the next packet would start). The reply comes before the close, so a pool that has not yet
+ * seen the close would hand the connection out again.
+ */
+const SESSION_ENDING = new Set<number>([ER.PACKET_TOO_LARGE, ER.NET_PACKETS_OUT_OF_ORDER, ER.NET_READ_ERROR, ER.NET_READ_INTERRUPTED, ER.NET_ERROR_ON_WRITE, ER.NET_WRITE_INTERRUPTED]);
+
+/** The server answered with an error after which it ends the session. */
+export function endsSession(error: unknown): boolean {
+  const errno = errnoOf(error);
+  return errno !== undefined && SESSION_ENDING.has(errno);
 }
 
 const CONNECTION_CODES = new Set([

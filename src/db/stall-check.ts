@@ -1,14 +1,14 @@
 import mysql from 'mysql2/promise';
 import { isConnectionError } from './errors.js';
+import { observeStatements, type ObservableConnection } from './statement-replies.js';
 
 /** The error code of a statement whose connection was dropped as stalled. */
 export const STALLED_CONNECTION = 'MAILQ_CONNECTION_STALLED';
 
 /** The slice of a mysql2 callback connection the check wraps. */
-export interface WatchedConnection {
+export interface WatchedConnection extends ObservableConnection {
   threadId: number | null;
   stream: { destroy(error?: Error): void };
-  query: (...args: unknown[]) => unknown;
 }
 
 export type ThreadState = 'running' | 'idle' | 'unknown';
@@ -44,7 +44,6 @@ export function watchForStalls(connection: WatchedConnection, options: StallChec
   // Once per connection: a pool built like another (poolLike) may run that pool's hook before its own.
   if (watched.has(connection)) return;
   watched.add(connection);
-  const send = connection.query.bind(connection);
   let waiting = 0;
   /** When this connection last showed it works: a reply, or the server confirming it is busy for us. */
   let lastSignOfLife = 0;
@@ -87,24 +86,14 @@ export function watchForStalls(connection: WatchedConnection, options: StallChec
     connection.stream.destroy(error);
   };
 
-  connection.query = (...args: unknown[]) => {
-    const at = args.findLastIndex((arg) => typeof arg === 'function');
-    // Streamed queries (no callback) are left unwatched; mailq does not use them.
-    if (at === -1) return send(...args);
-    const callback = args[at] as (...results: unknown[]) => void;
-    let settled = false;
-    args[at] = (...results: unknown[]) => {
-      if (!settled) {
-        settled = true;
-        waiting--;
-        lastSignOfLife = Date.now();
-      }
-      callback(...results);
-    };
+  observeStatements(connection, () => {
     if (waiting++ === 0) lastSignOfLife = Date.now();
     schedule();
-    return send(...args);
-  };
+    return () => {
+      waiting--;
+      lastSignOfLife = Date.now();
+    };
+  });
 }
 
 /**

@@ -35,6 +35,12 @@ export interface MailqOptions {
   logger?: Logger;
   /** Size of mailq's own pool. Default 10. */
   poolMax?: number;
+  /**
+   * Statements run on each new connection of mailq's own pool, before mailq's own settings (which
+   * win where they meet: UTC): e.g. `['SET ROLE queue_user', 'SET SESSION innodb_lock_wait_timeout = 5']`.
+   * Your knex's `afterCreate` does not run on mailq's pool: pass here what mailq's sessions need from it.
+   */
+  sessionSetup?: readonly string[];
 }
 
 /**
@@ -85,7 +91,8 @@ export class Mailq {
     // Checked before any pool opens: the prefix goes into SQL as part of every table name.
     this.tables = tableNames(options.tablePrefix);
     // Pools open no connection until a query needs one.
-    this.knex = options.knex ? poolLike(options.knex, { poolMax: options.poolMax }) : connect(options.databaseUrl!, { poolMax: options.poolMax });
+    const pool = { poolMax: options.poolMax, sessionSetup: options.sessionSetup };
+    this.knex = options.knex ? poolLike(options.knex, pool) : connect(options.databaseUrl!, pool);
     this.registry = new JobRegistry(options.jobs);
     this.logger = options.logger ?? createLogger({ level: 'warn' });
     this.failed = new FailedJobs(this.knex, this.tables);

@@ -26,6 +26,9 @@ let db: TestDatabase;
 let appKnex: Knex;
 let mq: Mailq;
 
+/** New sessions the app's own afterCreate has set up: it counts them, as an app's connection metrics would. */
+let appSessionsSetUp = 0;
+
 /** The app's pool: mysql2 defaults (no multipleStatements), sessions five hours ahead of UTC and a lock wait of its own. */
 function appPool(url: string): Knex {
   return knexFactory({
@@ -35,6 +38,7 @@ function appPool(url: string): Knex {
       min: 0,
       max: 4,
       afterCreate(connection: { query: (sql: string, cb: (error: unknown) => void) => void }, done: (error: unknown, connection: unknown) => void) {
+        appSessionsSetUp++;
         connection.query("SET time_zone = '+05:00', innodb_lock_wait_timeout = 7", (error) => done(error, connection));
       },
     },
@@ -55,6 +59,13 @@ afterAll(async () => {
   await db?.drop();
 });
 
+async function sessionSettings(knex: Knex): Promise<{ zone: string; lockWait: number; autocommit: number }> {
+  const [[session]] = (await knex.raw('SELECT @@session.time_zone AS zone, @@session.innodb_lock_wait_timeout AS lockWait, @@session.autocommit AS autocommit')) as [
+    [{ zone: string; lockWait: number; autocommit: number }],
+  ];
+  return { zone: session.zone, lockWait: Number(session.lockWait), autocommit: Number(session.autocommit) };
+}
+
 describe('createMailq({ knex }) with an app pool that refuses stacked statements', () => {
   it('is accepted, and the app pool still refuses stacked statements afterwards', async () => {
     await expect(appKnex.raw('SELECT 1; SELECT 2')).rejects.toThrow(/SQL syntax/);
@@ -64,11 +75,37 @@ describe('createMailq({ knex }) with an app pool that refuses stacked statements
     expect(results[0]![0]).toEqual({ db: db.name });
   });
 
-  it("mailq's sessions get the app's session set-up first, then mailq's own: UTC whatever the app's time zone", async () => {
-    const [[session]] = (await mq.knex.raw('SELECT @@session.time_zone AS zone, @@session.innodb_lock_wait_timeout AS lockWait')) as [[{ zone: string; lockWait: number }]];
-    expect(session).toEqual({ zone: '+00:00', lockWait: 7 });
-    const [[app]] = (await appKnex.raw('SELECT @@session.time_zone AS zone')) as [[{ zone: string }]];
-    expect(app.zone).toBe('+05:00');
+  it("mailq's pool does not run the app's afterCreate: its sessions are UTC with the server's defaults; the app's stay as the app set them", async () => {
+    const other = createMailq({ knex: appKnex, logger: silent, poolMax: 2 });
+    try {
+      const setUpBefore = appSessionsSetUp;
+      // Two sessions at once: mailq's pool opens both.
+      const sessions = await Promise.all([1, 2].map(() => sessionSettings(other.knex)));
+      expect(appSessionsSetUp).toBe(setUpBefore);
+      const [[server]] = (await other.knex.raw('SELECT @@global.innodb_lock_wait_timeout AS lockWait')) as [[{ lockWait: number }]];
+      expect(sessions).toEqual([1, 2].map(() => ({ zone: '+00:00', lockWait: Number(server.lockWait), autocommit: 1 })));
+    } finally {
+      await other.close();
+    }
+    expect(await sessionSettings(appKnex)).toEqual({ zone: '+05:00', lockWait: 7, autocommit: 1 });
+  });
+
+  it("sessionSetup runs on mailq's sessions, before mailq's own settings: UTC wins", async () => {
+    const other = createMailq({ knex: appKnex, logger: silent, sessionSetup: ['SET SESSION innodb_lock_wait_timeout = 7', "SET time_zone = '+05:00'"] });
+    try {
+      expect(await sessionSettings(other.knex)).toEqual({ zone: '+00:00', lockWait: 7, autocommit: 1 });
+    } finally {
+      await other.close();
+    }
+    // A statement the server refuses fails the connection: the first query says so.
+    const mistyped = createMailq({ knex: appKnex, logger: silent, sessionSetup: ['SET SESSION no_such_setting = 1'] });
+    try {
+      await expect(mistyped.knex.raw('SELECT 1')).rejects.toThrow(/Unknown system variable 'no_such_setting'/);
+    } finally {
+      await mistyped.close();
+    }
+    expect(() => createMailq({ knex: appKnex, sessionSetup: 'SET ROLE x' as unknown as string[] })).toThrow(/^sessionSetup: expected a list of SQL statements/);
+    expect(() => createMailq({ knex: appKnex, sessionSetup: [''] })).toThrow(ConfigError);
   });
 
   it('dispatches in the app transaction: a rollback leaves no job, a commit leaves one that runs now', async () => {

@@ -8,6 +8,12 @@ export type { Knex };
 
 export interface ConnectOptions {
   poolMax?: number;
+  /**
+   * Statements run on each new connection of the pool, before mailq's own session settings (which
+   * win where they meet: the time zone). For what mailq's sessions need from your set-up: a role,
+   * a lock wait timeout, `wsrep_sync_wait`.
+   */
+  sessionSetup?: readonly string[];
 }
 
 /** mysql2 connection options: an object, or a function returning one (knex's connection provider form). */
@@ -40,28 +46,29 @@ export function connect(databaseUrl: string, options: ConnectOptions = {}): Knex
  * const own = poolLike(appKnex, { poolMax: 5 }); // mailq's claims, controls and reads; appKnex keeps serving the app
  */
 export function poolLike(appKnex: Knex, options: ConnectOptions = {}): Knex {
-  const client = appKnex.client as { dialect?: string; config?: { connection?: unknown; pool?: { afterCreate?: unknown } } };
+  const client = appKnex.client as { dialect?: string; config?: { connection?: unknown } };
   if (client.dialect !== 'mysql') throw new ConfigError(`createMailq({ knex }): mailq runs on MySQL/MariaDB, and this knex's client is '${client.dialect ?? 'unknown'}' (use the mysql2 client)`);
-  // The app's own session set-up (a role, a lock wait timeout, …) runs first; mailq's settings then win
-  // where they meet (the time zone). A pool mailq built itself needs no second pass of its hook.
-  const appHook = client.config?.pool?.afterCreate;
-  const before = typeof appHook === 'function' && !mailqHooks.has(appHook) ? (appHook as SessionHook) : undefined;
+  // The app's pool.afterCreate is not run: it was written for the app's sessions (it may turn
+  // autocommit off, change the character set, count connections). What mailq's sessions need from
+  // it is passed explicitly, as options.sessionSetup.
   const connection = client.config?.connection;
   if (typeof connection === 'function') {
     const provide = connection as () => ConnectionSettings | Promise<ConnectionSettings>;
-    return mailqPool(async () => ({ ...(await provide()) }), options, DEFAULT_STALL_CHECK_MS, before);
+    return mailqPool(async () => ({ ...(await provide()) }), options, DEFAULT_STALL_CHECK_MS);
   }
   if (typeof connection !== 'object' || connection === null) throw new ConfigError("createMailq({ knex }): this knex has no connection settings mailq can read; pass createMailq({ databaseUrl }) instead");
-  return mailqPool({ ...(connection as ConnectionSettings) }, options, DEFAULT_STALL_CHECK_MS, before);
+  return mailqPool({ ...(connection as ConnectionSettings) }, options, DEFAULT_STALL_CHECK_MS);
 }
 
-/** knex's `pool.afterCreate`: set up a new session, then call `done`. */
-type SessionHook = (session: WatchedConnection & PooledConnection, done: (error: unknown, session: unknown) => void) => void;
+/** The mysql2 connection a new session arrives as in knex's `pool.afterCreate`. */
+type Session = WatchedConnection & PooledConnection;
+type Callback = (error: unknown, results?: unknown) => void;
 
-/** The hooks of pools mailq built (connect, poolLike): recognised when such a pool is handed back to createMailq. */
-const mailqHooks = new WeakSet<object>();
+/** mailq's own session settings: sessions run in UTC. */
+const MAILQ_SESSION_SETTINGS = "SET time_zone = '+00:00'";
 
-function mailqPool(connection: ConnectionSource, options: ConnectOptions, stallCheckMs: number, before?: SessionHook): Knex {
+function mailqPool(connection: ConnectionSource, options: ConnectOptions, stallCheckMs: number): Knex {
+  const sessionSetup = checkedSessionSetup(options.sessionSetup);
   const withSessionSettings = (settings: ConnectionSettings) => ({
     ...settings,
     timezone: 'Z',
@@ -81,31 +88,43 @@ function mailqPool(connection: ConnectionSource, options: ConnectOptions, stallC
         }
       : latest;
   const health = new PoolHealth();
-  const ownSettings: SessionHook = (session, done) => {
+  const afterCreate = (session: Session, done: (error: unknown, session: unknown) => void) => {
     health.watch(session);
-    session.query("SET time_zone = '+00:00'", (error: unknown) => {
+    runInOrder(session, [...sessionSetup, MAILQ_SESSION_SETTINGS], (error) => {
       if (error || stallCheckMs <= 0) return done(error, session);
       // The check finds this session in the server's processlist by its id. Behind a pooling proxy
       // (ProxySQL) the id the handshake gave is the proxy's, not the server's: leave such a connection unwatched.
       const settings = latest;
-      session.query('SELECT CONNECTION_ID() AS id', (idError: unknown, rows: unknown) => {
+      session.query('SELECT CONNECTION_ID() AS id', ((idError: unknown, rows: unknown) => {
         if (!idError && Number((rows as Array<{ id: number }>)[0]?.id) === session.threadId) {
           watchForStalls(session, { afterMs: stallCheckMs, askServer: (threadId, drop) => probeThread(settings, threadId, stallCheckMs, drop) });
         }
         done(idError, session);
-      });
+      }) as Callback);
     });
   };
-  const afterCreate: SessionHook = before ? (session, done) => before(session, (error) => (error ? done(error, session) : ownSettings(session, done))) : ownSettings;
-  mailqHooks.add(afterCreate);
   return knexFactory({
     client: 'mysql2',
     connection: provide,
-    pool: { min: 0, max: options.poolMax ?? 10, afterCreate, validate: (session: WatchedConnection & PooledConnection) => health.mayHandOut(session) },
+    pool: { min: 0, max: options.poolMax ?? 10, afterCreate, validate: (session: Session) => health.mayHandOut(session) },
     acquireConnectionTimeout: 15_000,
     // knex would print connection errors to the console itself; callers report them once, clearly.
     log: { warn: noop, error: noop, debug: noop, deprecate: noop },
   });
+}
+
+function runInOrder(session: Session, statements: readonly string[], done: (error: unknown) => void): void {
+  const [first, ...rest] = statements;
+  if (first === undefined) return done(null);
+  session.query(first, ((error: unknown) => (error ? done(error) : runInOrder(session, rest, done))) as Callback);
+}
+
+function checkedSessionSetup(statements: unknown): readonly string[] {
+  if (statements === undefined) return [];
+  if (!Array.isArray(statements) || !statements.every((statement) => typeof statement === 'string' && statement.trim() !== '')) {
+    throw new ConfigError('sessionSetup: expected a list of SQL statements, e.g. ["SET SESSION innodb_lock_wait_timeout = 5"]');
+  }
+  return statements;
 }
 
 function noop(): void {}

@@ -38,12 +38,7 @@ export interface StallCheckOptions {
  * the pool, which validates connections on checkout, drops it. The idle session is then killed on
  * the server, which would otherwise keep it, and whatever it locked, until wait_timeout.
  */
-const watched = new WeakSet<WatchedConnection>();
-
 export function watchForStalls(connection: WatchedConnection, options: StallCheckOptions): void {
-  // Once per connection: a pool built like another (poolLike) may run that pool's hook before its own.
-  if (watched.has(connection)) return;
-  watched.add(connection);
   let waiting = 0;
   /** When this connection last showed it works: a reply, or the server confirming it is busy for us. */
   let lastSignOfLife = 0;

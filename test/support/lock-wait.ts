@@ -1,4 +1,3 @@
-import knexFactory, { type Knex } from 'knex';
 import mysql from 'mysql2/promise';
 import { connect } from '../../src/db/connection.js';
 import { ER, errnoOf } from '../../src/db/errors.js';
@@ -35,11 +34,12 @@ const MAX_HOLD_MS = 15_000;
 
 /**
  * A queue on a pool set up exactly as mailq's own, whose sessions wait at most `lockWaitSeconds`
- * for a row lock (`innodb_lock_wait_timeout`, per session). mailq's own pool beside it runs the
- * same session set-up (see poolLike), so every statement of the queue waits that long at most.
+ * for a row lock (`innodb_lock_wait_timeout`, per session). mailq's own pool beside it gets the
+ * same session set-up (sessionSetup), so every statement of the queue waits that long at most.
  */
 export function openLockWaitQueue(url: string, lockWaitSeconds: number, options: Partial<MailqOptions> = {}): LockWaitQueue {
-  const knex = connectWithLockWait(url, lockWaitSeconds);
+  const sessionSetup = [`SET SESSION innodb_lock_wait_timeout = ${Number(lockWaitSeconds)}`];
+  const knex = connect(url, { sessionSetup });
   let lockWaits = 0;
   let onLockWait: (() => void) | undefined;
   const noteLockWait = (error: unknown) => {
@@ -48,7 +48,7 @@ export function openLockWaitQueue(url: string, lockWaitSeconds: number, options:
     onLockWait?.();
   };
   // The app's knex serves dispatch; mailq's own pool, built like it (lock wait included), the rest.
-  const mq = openQueue(url, { ...options, knex });
+  const mq = openQueue(url, { ...options, knex, sessionSetup });
   for (const pool of [knex, mq.knex]) pool.on('query-error', noteLockWait);
   return {
     mq,
@@ -72,20 +72,6 @@ export function openLockWaitQueue(url: string, lockWaitSeconds: number, options:
       await knex.destroy();
     },
   };
-}
-
-type RawConnection = { query: (sql: string, callback: (error: unknown) => void) => void };
-type AfterCreate = (connection: RawConnection, done: (error: unknown, connection: RawConnection) => void) => void;
-
-function connectWithLockWait(url: string, lockWaitSeconds: number): Knex {
-  // mailq's own pool settings, taken from connect() rather than restated here; the template never connects.
-  const template = connect(url);
-  const config = template.client.config as Knex.Config;
-  void template.destroy();
-  const afterCreate = config.pool!.afterCreate as AfterCreate;
-  const withLockWait: AfterCreate = (connection, done) =>
-    connection.query(`SET SESSION innodb_lock_wait_timeout = ${Number(lockWaitSeconds)}`, (error) => (error ? done(error, connection) : afterCreate(connection, done)));
-  return knexFactory({ ...config, pool: { ...config.pool, afterCreate: withLockWait } });
 }
 
 export interface HeldLocks {

@@ -48,13 +48,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private unfinished = 0;
   private wakeWhenAllFinished: (() => void) | undefined;
   private readonly stopController = new AbortController();
-  private readonly stopped: Promise<void>;
   private stopReason: WorkerStopReason | undefined;
   private startedAt = 0;
   private claimedCount = 0;
   private runPromise: Promise<WorkerStopReason> | undefined;
   private wakeIdle: (() => void) | undefined;
   private wakeLoop: (() => void) | undefined;
+  /** Ends the loop's current wait (for room, or idle) when the worker is asked to stop. */
+  private endWaitOnStop: (() => void) | undefined;
   /** Checked before the first claim (once the database answers): a server without SKIP LOCKED stops the worker with a clear error. */
   private readonly checkServer: () => Promise<void>;
   private serverChecked = false;
@@ -70,7 +71,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.options = resolveOptions(options);
     this.id = options.workerId ?? newWorkerId(this.options.hostname);
     this.logger = logger.child({ worker: this.id });
-    this.stopped = new Promise((resolve) => this.stopController.signal.addEventListener('abort', () => resolve(), { once: true }));
     const rows = new JobRows(knex, tables);
     const workerId = this.id;
     const o = this.options;
@@ -148,6 +148,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.logger.info({ reason, running: this.held.count('running') }, 'worker stopping');
     this.emit('stopping', reason);
     this.stopController.abort();
+    this.endWaitOnStop?.();
   }
 
   /** The story: claim into the held set, start what fits, wait; on any exit, drain the held set. */
@@ -203,11 +204,33 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * split (590 claims per 1,000 50 ms jobs at concurrency 10, against 137).
    */
   private async waitForRoom(): Promise<void> {
-    const timer = new AbortController();
-    const roomMade = new Promise<void>((resolve) => (this.wakeLoop = () => setImmediate(resolve)));
-    await Promise.race([roomMade, this.stopped, sleep(this.options.sleepMs, timer.signal)]);
+    await this.waitUntilWoken(this.options.sleepMs, (wake) => {
+      this.wakeLoop = () => {
+        this.wakeLoop = undefined;
+        setImmediate(wake);
+      };
+    });
     this.wakeLoop = undefined;
-    timer.abort();
+  }
+
+  /**
+   * Waits up to `ms`, until the wake handed to `armWake` is called, or until the worker is asked to
+   * stop: one timer and one promise per wait, nothing left behind. (A race with a promise that
+   * settles only at stop left a reaction on it at every wait; an AbortController per wait made a
+   * DOMException each time it was aborted.)
+   */
+  private waitUntilWoken(ms: number, armWake: (wake: () => void) => void): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.stopReason) return resolve();
+      const wake = () => {
+        clearTimeout(timer);
+        if (this.endWaitOnStop === wake) this.endWaitOnStop = undefined;
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.endWaitOnStop = wake;
+      armWake(wake);
+    });
   }
 
   /** How many to claim now: up to concurrency + prefetch held before starting, within max-jobs. */
@@ -278,11 +301,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     // Every queue waits for a rate-limit token: sleep until the first one is due, not poll.
     const untilToken = claimable.length > 0 && this.gate.openQueues(claimable).length === 0 ? this.gate.msUntilOpen(claimable) : undefined;
-    const woken = new AbortController();
-    this.wakeIdle = () => woken.abort();
-    await Promise.race([sleep(Math.max(this.options.sleepMs, untilToken ?? 0), woken.signal), this.stopped]);
+    await this.waitUntilWoken(Math.max(this.options.sleepMs, untilToken ?? 0), (wake) => (this.wakeIdle = wake));
     this.wakeIdle = undefined;
-    woken.abort();
   }
 
   /** The worker's queues minus those paused at the last heartbeat: the claim never joins the controls. */

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
 import { moveJobToFailed } from '../failed/store.js';
 import { withSession, type SessionQuery } from '../db/session.js';
-import { placeholders, reservationsMatchSql } from '../db/sql.js';
+import { integerList, placeholders, reservationsMatchSql } from '../db/sql.js';
 import { isConnectionError } from '../db/errors.js';
 import { withDatabaseRetry } from '../db/retry.js';
 import { inTransaction } from '../db/transaction.js';
@@ -73,7 +73,7 @@ export class JobRows {
       return [];
     }
     const ids = rows.map((row) => Number(row.id));
-    await rollingBackOnError(query, () => this.reserving(() => query(`UPDATE ${this.jobs} SET ${reserve.sql} WHERE id IN (${placeholders(ids)}); COMMIT`, [...reserve.bindings, ...ids])));
+    await rollingBackOnError(query, () => this.reserving(() => query(`UPDATE ${this.jobs} SET ${reserve.sql} WHERE id IN (${integerList(ids)}); COMMIT`, reserve.bindings)));
     // The rows were read before the UPDATE: count this run like the UPDATE did.
     for (const row of rows) row.attempts = Number(row.attempts) + 1;
     return rows;

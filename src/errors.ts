@@ -35,8 +35,39 @@ export class ConfigError extends MailqError {
  * await expect(mq.dispatch(sendEmail, { userId: 'not a number' })).rejects.toThrow(InvalidJobError);
  */
 export class InvalidJobError extends MailqError {
-  constructor(message: string) {
-    super(message, { exitCode: 2 });
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, { exitCode: 2, cause: options?.cause });
+  }
+}
+
+/**
+ * A statement the database refused or could not finish. The message is one short line: what mailq
+ * was doing, the statement by its verb and table, and the server's reason with its code, e.g.
+ * "dispatchMany of 3,000 'note' jobs to queue 'default': chunk of 1,000 rows from index 1,000:
+ * INSERT INTO `jobs`: Lock wait timeout exceeded; try restarting transaction (1205)". Never the
+ * statement's values: a bulk INSERT holds every payload of its chunk. The driver's error is the
+ * `cause`; its message starts with the whole statement, so print `reason`, not the cause's message.
+ *
+ * @example
+ * try { await mq.dispatchMany(note, payloads); } catch (error) { if (error instanceof DatabaseError && error.errno === 1205) retryLater(); }
+ */
+export class DatabaseError extends MailqError {
+  /** What mailq was doing, outermost first: the message up to the reason. */
+  readonly operation: string;
+  /** The server's (or driver's) reason and its code, e.g. "Lock wait timeout exceeded; try restarting transaction (1205)". */
+  readonly reason: string;
+  /** The server's error number (1205, 1213, …); a negative system errno, or none, when the connection failed. */
+  readonly errno?: number;
+  /** The driver's code: 'ER_LOCK_WAIT_TIMEOUT', 'PROTOCOL_CONNECTION_LOST', 'ECONNRESET', … */
+  readonly code?: string;
+  readonly sqlState?: string;
+  constructor(operation: string, reason: string, details: { errno?: number; code?: string; sqlState?: string; cause: unknown }) {
+    super(operation ? `${operation}: ${reason}` : reason, { cause: details.cause });
+    this.operation = operation;
+    this.reason = reason;
+    this.errno = details.errno;
+    this.code = details.code;
+    this.sqlState = details.sqlState;
   }
 }
 

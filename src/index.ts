@@ -17,7 +17,7 @@
 // The queue and its jobs.
 export { createMailq, type Mailq, type MailqOptions, type JobQueue } from './mailq.js';
 export { defineJob, type JobDefinition, type JobContext, type JobOptions } from './job.js';
-export { PermanentError, DeferJobError, JobTimeoutError, MailqError, ConfigError, InvalidJobError } from './errors.js';
+export { PermanentError, DeferJobError, JobTimeoutError, MailqError, ConfigError, InvalidJobError, DatabaseError } from './errors.js';
 export type { Duration } from './duration.js';
 export type { BackoffOption } from './backoff.js';
 export type { DispatchOptions } from './queue/rows.js';

@@ -1,5 +1,7 @@
 import pino, { type Logger, type LoggerOptions } from 'pino';
+import { driverMessage, isDriverError } from './db/errors.js';
 import { redactSecrets } from './db/url.js';
+import { DatabaseError } from './errors.js';
 
 export type { Logger };
 
@@ -28,7 +30,7 @@ export function createLogger(options: CreateLoggerOptions = {}): Logger {
     level: options.level ?? 'info',
     base: { pid: process.pid },
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
-    serializers: { err: serializeError },
+    serializers: { err: (error: unknown) => serializeError(error) },
   };
   if (pretty && !options.destination) {
     return pino({ ...base, transport: { target: 'pino-pretty', options: { destination: 2, colorize: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss.l' } } });
@@ -37,18 +39,40 @@ export function createLogger(options: CreateLoggerOptions = {}): Logger {
 }
 
 /**
- * knex puts the whole statement in a failed query's message (and mysql2 in `sql`): with bulk
- * statements that is kilobytes of values per log line. Keep the server's own message and codes.
- * A URL in a message or stack is logged with its password masked.
+ * An error as mailq's logs show it. knex writes the whole statement, values included, in front of
+ * a failed query's message, and so into its stack (mysql2 keeps it in `sql` too): for a bulk INSERT
+ * that is every payload of a chunk. A driver's error is logged with its own words, its codes and its
+ * stack frames; a DatabaseError (whose cause such an error is) with its short message. pino's own
+ * serializer appends every cause's message and stack to the error's: here each cause is logged the
+ * same way under `cause`. A URL in a message or stack is logged with its password masked.
  */
-export function serializeError(error: unknown): unknown {
+export function serializeError(error: unknown, depth = 0): unknown {
   const serialized = pino.stdSerializers.err(error as Error) as unknown as Record<string, unknown>;
   if (!serialized || typeof serialized !== 'object') return serialized;
-  const { sql, ...rest } = serialized;
-  const sqlMessage = rest.sqlMessage;
-  const masked = (value: unknown) => (typeof value === 'string' ? redactSecrets(value) : value);
-  if (sql === undefined && sqlMessage === undefined) return { ...serialized, message: masked(serialized.message), stack: masked(serialized.stack) };
-  const message = typeof sqlMessage === 'string' ? sqlMessage : rest.message;
-  const stack = typeof rest.stack === 'string' ? rest.stack.split('\n').filter((line) => /^\s+at /.test(line)).join('\n') : rest.stack;
-  return { ...rest, message: masked(message), stack: masked(stack) };
+  const { sql: _statement, ...fields } = serialized;
+  if (!(error instanceof Error)) return { ...fields, message: masked(fields.message), stack: masked(fields.stack) };
+  const quotesStatement = isDriverError(error) && !(error instanceof DatabaseError);
+  const message = quotesStatement ? driverMessage(error) : error.message;
+  const stack = quotesStatement ? error.stack?.split('\n').filter((line) => /^\s+at /.test(line)).join('\n') : error.stack;
+  const logged: Record<string, unknown> = { ...fields, message: masked(message), stack: masked(stack) };
+  if (error.cause !== undefined && depth < MAX_CAUSES) logged.cause = serializeError(error.cause, depth + 1);
+  return logged;
+}
+
+/** Causes logged below an error at most: enough for any chain mailq builds, finite for one that refers to itself. */
+const MAX_CAUSES = 4;
+
+function masked(value: unknown): unknown {
+  return typeof value === 'string' ? redactSecrets(value) : value;
+}
+
+/**
+ * An app's own logger as mailq logs through it: errors serialized by serializeError, whatever
+ * serializer the app's pino has (its default would print a failed INSERT's whole statement).
+ *
+ * @example
+ * const logger = withErrorSerializer(appLogger); // what createMailq({ logger: appLogger }) logs with
+ */
+export function withErrorSerializer(logger: Logger): Logger {
+  return logger.child({}, { serializers: { err: (error: unknown) => serializeError(error) } });
 }

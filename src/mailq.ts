@@ -5,7 +5,7 @@ import { tableNames, type TableNames } from './db/tables.js';
 import { InvalidJobError } from './errors.js';
 import { FailedJobs } from './failed/store.js';
 import { JobRegistry, type JobDefinition } from './job.js';
-import { createLogger } from './logger.js';
+import { createLogger, withErrorSerializer } from './logger.js';
 import { Dispatcher, type DispatchedJob, type DispatchManyOptions, type DispatchManyResult, type DispatchOneOptions } from './queue/dispatcher.js';
 import { migrateLatest, migrateRollback, migrationStatus, queueMigrations, type MigrationStatus } from './schema/migrate.js';
 import { Worker, type WorkerOptions } from './worker/worker.js';
@@ -32,6 +32,7 @@ export interface MailqOptions {
   tablePrefix?: string;
   /** Job definitions this instance knows: dispatch by name and workers run them. */
   jobs?: JobDefinition[];
+  /** Where mailq logs (default: warnings and errors to stderr). mailq logs through a child that serializes errors its own way (see serializeError). */
   logger?: Logger;
   /** Size of mailq's own pool. Default 10. */
   poolMax?: number;
@@ -94,7 +95,7 @@ export class Mailq {
     const pool = { poolMax: options.poolMax, sessionSetup: options.sessionSetup };
     this.knex = options.knex ? poolLike(options.knex, pool) : connect(options.databaseUrl!, pool);
     this.registry = new JobRegistry(options.jobs);
-    this.logger = options.logger ?? createLogger({ level: 'warn' });
+    this.logger = options.logger ? withErrorSerializer(options.logger) : createLogger({ level: 'warn' });
     this.failed = new FailedJobs(this.knex, this.tables);
     this.controls = new QueueControls(this.knex, this.tables);
     this.monitor = new Monitor(this.knex, this.tables);

@@ -261,7 +261,7 @@ describe('dispatch: names, payloads and jobs nobody defines', () => {
     const before = await rowCounts();
     const result = await dispatch('record', JSON.stringify({ n: 1, blob: 'x'.repeat(Number(packet) + 1024) }), '--force');
     expectOneClearLine(result, 'huge payload');
-    expect(result.err[0]).toMatch(/^mailq: too large: the statement is bigger than the server's max_allowed_packet/);
+    expect(result.err[0]).toMatch(/^mailq: invalid payload for job 'record': too large: its row is bigger than the server's max_allowed_packet \(\d+MB of JSON\): store large data elsewhere/);
     expect(await rowCounts()).toEqual(before);
   });
 });

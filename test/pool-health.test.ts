@@ -1,7 +1,7 @@
 import mysql from 'mysql2/promise';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { defineJob, type Mailq } from '../src/index.js';
+import { defineJob, InvalidJobError, type Mailq } from '../src/index.js';
 import { ER, errnoOf } from '../src/db/errors.js';
 import { STALLED_CONNECTION } from '../src/db/stall-check.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
@@ -102,6 +102,12 @@ async function reservedJobs(): Promise<number> {
   return Number(row.n);
 }
 
+/** A payload too large for the server is a bad payload (InvalidJobError), the server's 1153 its cause. */
+function expectTooLarge(failure: unknown): void {
+  expect(failure).toBeInstanceOf(InvalidJobError);
+  expect(errnoOf((failure as Error).cause)).toBe(ER.PACKET_TOO_LARGE);
+}
+
 describe('a statement over max_allowed_packet', () => {
   it('fails alone, with the server’s error; the next statements, at once and on the same queue, succeed', async () => {
     mq = openQueue(db.url, { jobs: [note] });
@@ -109,7 +115,7 @@ describe('a statement over max_allowed_packet', () => {
     const blob = 'x'.repeat(Number(packet) + 1024);
     for (let round = 0; round < 3; round++) {
       // The server answers 1153 and closes that connection: the pool must not hand it out again.
-      expect(errnoOf(await failureOf(mq.dispatch(note, { n: -1, blob })))).toBe(ER.PACKET_TOO_LARGE);
+      expectTooLarge(await failureOf(mq.dispatch(note, { n: -1, blob })));
       for (let n = 0; n < 5; n++) expect(await failureOf(mq.dispatch(note, { n: round * 10 + n }))).toBeUndefined();
       expect(await failureOf(mq.knex.raw('SELECT 1'))).toBeUndefined();
     }
@@ -123,7 +129,7 @@ describe('a statement over max_allowed_packet', () => {
     const blob = 'x'.repeat(Number(packet) + 1024);
     for (let round = 0; round < 2; round++) {
       // The first chunk is small and goes in; the second is over the limit: the transaction leaves nothing.
-      expect(errnoOf(await failureOf(mq.dispatchMany(note, [{ n: 1 }, { n: 2, blob }])))).toBe(ER.PACKET_TOO_LARGE);
+      expectTooLarge(await failureOf(mq.dispatchMany(note, [{ n: 1 }, { n: 2, blob }])));
       expect(await failureOf(mq.dispatchMany(note, [{ n: 3 }, { n: 4 }]))).toBeUndefined();
       expect(await failureOf(mq.dispatch(note, { n: 5 }))).toBeUndefined();
     }

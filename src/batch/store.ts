@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { TableNames } from '../db/tables.js';
+import { asOperation } from '../db/errors.js';
 import { withDatabaseRetry } from '../db/retry.js';
 import { inTransaction } from '../db/transaction.js';
 import { InvalidJobError, MailqError } from '../errors.js';
@@ -66,6 +67,8 @@ export class BatchStore {
       for (const [delayMs, rows] of groups) {
         const before = written;
         const result = await this.dispatcher.insertRows(trx, rows, delayMs, {
+          // Rows are grouped by delay: only a single group keeps the entries' order, and so their indexes.
+          indexFrom: groups.size === 1 ? 0 : undefined,
           chunkSize: options.chunkSize,
           onProgress: options.onProgress && ((done) => options.onProgress!(before + done, entries.length)),
         });
@@ -78,7 +81,8 @@ export class BatchStore {
       if (dispatched === 0) await finishBatches(execOn(trx), this.tables, [id]);
       return { inserted: dispatched, skipped: skippedRows };
     };
-    const { inserted, skipped } = await this.dispatcher.write(options.transaction, write);
+    const operation = `batch${name ? ` '${name}'` : ''} of ${entries.length.toLocaleString('en-US')} jobs`;
+    const { inserted, skipped } = await asOperation(operation, () => this.dispatcher.write(options.transaction, write));
     noteBatchCreated(id);
     if (inserted > 0) this.onJobsQueued(new Set([...groups.values()].flat().map((row) => row.queue)), options.transaction);
     return { id, name, total: inserted, skipped };

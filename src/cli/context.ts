@@ -125,7 +125,8 @@ export function databaseLabel(context: CommandContext): string {
 /** Maps any error to one line and an exit code; the stack only with --verbose. */
 export function reportError(error: unknown, output: Output, verbose: boolean, databaseUrl?: string): number {
   const redacted = safeRedactedUrl(databaseUrl);
-  const explained = error instanceof MailqError ? error : explainDatabaseError(error, redacted);
+  // A database error a user can fix is explained first, even as a DatabaseError (a MailqError too).
+  const explained = explainDatabaseError(error, redacted) ?? (error instanceof MailqError ? error : undefined);
   const message = explained?.message ?? (error instanceof Error ? error.message : String(error));
   // Whatever the message quotes (a driver's error, a URL in a config file), no password leaves here.
   output.err(`mailq: ${redactSecrets(message, [databaseUrl])}`);

@@ -1,5 +1,6 @@
 import knexFactory, { type Knex } from 'knex';
 import { ConfigError } from '../errors.js';
+import { MailqMysql2Client } from './client.js';
 import { parseDatabaseUrl, type DatabaseAddress } from './url.js';
 import { PoolHealth, type PooledConnection } from './pool-health.js';
 import { probeThread, watchForStalls, type WatchedConnection } from './stall-check.js';
@@ -104,7 +105,7 @@ function mailqPool(connection: ConnectionSource, options: ConnectOptions, stallC
     });
   };
   return knexFactory({
-    client: 'mysql2',
+    client: MailqMysql2Client,
     connection: provide,
     pool: { min: 0, max: options.poolMax ?? 10, afterCreate, validate: (session: Session) => health.mayHandOut(session) },
     acquireConnectionTimeout: 15_000,

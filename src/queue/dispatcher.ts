@@ -1,7 +1,10 @@
 import type { Knex } from 'knex';
+import { formatBytes } from '../bytes.js';
 import type { TableNames } from '../db/tables.js';
+import { asOperation, ER, errnoOf, inOperation } from '../db/errors.js';
 import { withDatabaseRetry } from '../db/retry.js';
 import { inTransaction } from '../db/transaction.js';
+import { InvalidJobError } from '../errors.js';
 import type { JobDefinition } from '../job.js';
 import { chunkRows, formattedInsertJobRows, insertJobRows, insertJobRowsUnique, uniqueKeyHolders } from './insert.js';
 import { newJobRow, newJobRows, rowTemplate, validatePayload, type DispatchOptions, type NewJobRow } from './rows.js';
@@ -49,16 +52,26 @@ export class Dispatcher {
     const template = rowTemplate(definition, options);
     const valid = validatePayload(definition, payload);
     const row = newJobRow(template, valid, uniqueKeyFor(definition, valid, options.unique));
+    return asOperation(`dispatch of '${row.name}' to queue '${row.queue}'`, async () => {
+      try {
+        return await this.insertOne(row, template.delayMs, options.transaction);
+      } catch (error) {
+        throw payloadTooLarge(error, [row]) ?? error;
+      }
+    });
+  }
+
+  private async insertOne(row: NewJobRow, delayMs: number, transaction: Knex.Transaction | undefined): Promise<DispatchedJob> {
     if (row.unique_key !== null) {
       const key = row.unique_key;
-      const { holder, skipped } = await this.write(options.transaction, async (trx) => {
-        const outcome = await insertJobRowsUnique(trx, this.tables.jobs, [row], template.delayMs);
+      const { holder, skipped } = await this.write(transaction, async (trx) => {
+        const outcome = await insertJobRowsUnique(trx, this.tables.jobs, [row], delayMs);
         return { holder: (await uniqueKeyHolders(trx, this.tables.jobs, [key], outcome.ours)).get(key), skipped: outcome.skipped > 0 };
       });
       return { id: holder?.id ?? 0, uuid: holder?.uuid ?? row.uuid, queue: row.queue, skipped };
     }
-    const insert = (db: Knex | Knex.Transaction) => insertJobRows(db, this.tables.jobs, [row], template.delayMs);
-    const [result] = (await (options.transaction ? insert(options.transaction) : withDatabaseRetry(() => insert(this.knex)))) as [{ insertId: number }];
+    const insert = (db: Knex | Knex.Transaction) => insertJobRows(db, this.tables.jobs, [row], delayMs);
+    const [result] = (await (transaction ? insert(transaction) : withDatabaseRetry(() => insert(this.knex)))) as [{ insertId: number }];
     return { id: Number(result.insertId), uuid: row.uuid, queue: row.queue, skipped: false };
   }
 
@@ -71,30 +84,33 @@ export class Dispatcher {
     const template = rowTemplate(definition, options);
     const valid = payloads.map((payload, index) => validatePayload(definition, payload, index));
     const uniqueKeys = valid.map((payload) => uniqueKeyFor(definition, payload, options.unique));
-    if (uniqueKeys.every((key) => key === null)) {
-      const report = (written: number) => options.onProgress?.(written, valid.length);
-      // Rows are built chunk by chunk inside the pipeline, overlapping the database's work; each
-      // attempt builds its own, since a generator made once would be spent by the attempt that failed.
-      const written = await this.write(options.transaction, (trx) => this.insertPipelined(trx, chunkRows(newJobRows(template, valid), options.chunkSize ?? 1000), template.delayMs, report));
-      return { dispatched: written, skipped: 0, queue: template.queue };
-    }
-    const rows = valid.map((payload, index) => newJobRow(template, payload, uniqueKeys[index]));
-    const { inserted, skipped } = await this.write(options.transaction, (trx) => this.insertRows(trx, rows, template.delayMs, options));
-    return { dispatched: inserted, skipped, queue: template.queue };
+    return asOperation(`dispatchMany of ${valid.length.toLocaleString('en-US')} '${template.name}' jobs to queue '${template.queue}'`, async () => {
+      if (uniqueKeys.every((key) => key === null)) {
+        const report = (written: number) => options.onProgress?.(written, valid.length);
+        // Rows are built chunk by chunk inside the pipeline, overlapping the database's work; each
+        // attempt builds its own, since a generator made once would be spent by the attempt that failed.
+        const written = await this.write(options.transaction, (trx) => this.insertPipelined(trx, chunkRows(newJobRows(template, valid), options.chunkSize ?? 1000), template.delayMs, report, 0));
+        return { dispatched: written, skipped: 0, queue: template.queue };
+      }
+      const rows = valid.map((payload, index) => newJobRow(template, payload, uniqueKeys[index]));
+      const { inserted, skipped } = await this.write(options.transaction, (trx) => this.insertRows(trx, rows, template.delayMs, { ...options, indexFrom: 0 }));
+      return { dispatched: inserted, skipped, queue: template.queue };
+    });
   }
 
   /**
    * Writes rows in chunks of multi-row INSERTs inside `trx`; rows with a unique key whose key is
    * taken are skipped. Batches use it to add their jobs in the same transaction as the batch row.
    */
-  async insertRows(trx: Knex.Transaction, rows: NewJobRow[], delayMs: number, options: Pick<DispatchManyOptions, 'chunkSize' | 'onProgress'> = {}): Promise<{ inserted: number; skipped: number }> {
+  async insertRows(trx: Knex.Transaction, rows: NewJobRow[], delayMs: number, options: InsertRowsOptions = {}): Promise<{ inserted: number; skipped: number }> {
     const chunks = [...chunkRows(rows, options.chunkSize ?? 1000)];
     const report = (written: number) => options.onProgress?.(written, rows.length);
-    if (!rows.some((row) => row.unique_key !== null)) return { inserted: await this.insertPipelined(trx, chunks, delayMs, report), skipped: 0 };
+    if (!rows.some((row) => row.unique_key !== null)) return { inserted: await this.insertPipelined(trx, chunks, delayMs, report, options.indexFrom), skipped: 0 };
     let written = 0;
     let skipped = 0;
     for (const chunk of chunks) {
-      skipped += (await insertJobRowsUnique(trx, this.tables.jobs, chunk, delayMs)).skipped;
+      const first = options.indexFrom === undefined ? undefined : options.indexFrom + written;
+      skipped += (await insertingChunk(chunk, first, () => insertJobRowsUnique(trx, this.tables.jobs, chunk, delayMs))).skipped;
       report((written += chunk.length));
     }
     return { inserted: rows.length - skipped, skipped };
@@ -105,14 +121,17 @@ export class Dispatcher {
    * after another on the transaction's connection, but escaping thousands of values no longer
    * adds to the wall time. Returns the rows the database says it inserted.
    */
-  private async insertPipelined(trx: Knex.Transaction, chunks: Iterable<NewJobRow[]>, delayMs: number, report: (written: number) => void): Promise<number> {
+  private async insertPipelined(trx: Knex.Transaction, chunks: Iterable<NewJobRow[]>, delayMs: number, report: (written: number) => void, indexFrom: number | undefined): Promise<number> {
     let running: Promise<number> | undefined;
     let written = 0;
+    let built = 0;
     try {
       for (const chunk of chunks) {
         const statement = formattedInsertJobRows(this.tables.jobs, chunk, delayMs);
         if (running) report((written += await running));
-        running = trx.raw(statement).then(([result]: [{ affectedRows: number }]) => result.affectedRows);
+        const first = indexFrom === undefined ? undefined : indexFrom + built;
+        running = insertingChunk(chunk, first, () => trx.raw(statement)).then(([result]: [{ affectedRows: number }]) => result.affectedRows);
+        built += chunk.length;
       }
       if (running) report((written += await running));
       return written;
@@ -134,4 +153,41 @@ export class Dispatcher {
     if (transaction) return work(transaction);
     return withDatabaseRetry(() => inTransaction(this.knex, work));
   }
+}
+
+export interface InsertRowsOptions extends Pick<DispatchManyOptions, 'chunkSize' | 'onProgress'> {
+  /**
+   * The index among the call's payloads of `rows[0]`, when rows are the call's payloads in their
+   * order: a failure then names the indexes of its chunk (and of a payload too large for the server).
+   */
+  indexFrom?: number;
+}
+
+/**
+ * One INSERT of `chunk`, the payloads from index `first` (when known). A failure names the chunk;
+ * a row the server refuses as bigger than max_allowed_packet is a bad payload, named by its index.
+ */
+async function insertingChunk<T>(chunk: NewJobRow[], first: number | undefined, insert: () => Promise<T>): Promise<T> {
+  try {
+    return await insert();
+  } catch (error) {
+    const rows = `chunk of ${chunk.length.toLocaleString('en-US')} row${chunk.length === 1 ? '' : 's'}`;
+    throw payloadTooLarge(error, chunk, first) ?? inOperation(first === undefined ? rows : `${rows} from index ${first}`, error);
+  }
+}
+
+/**
+ * The server refused an INSERT of one row as bigger than its max_allowed_packet: that row's payload
+ * can never be stored, the caller's mistake like any other bad payload (and nothing was written:
+ * the server closes the connection, ending the transaction). A row that large is alone in its
+ * INSERT (chunkRows); a refused INSERT of several rows is left to explainDatabaseError.
+ */
+function payloadTooLarge(error: unknown, rows: NewJobRow[], index?: number): InvalidJobError | undefined {
+  const [row] = rows;
+  if (errnoOf(error) !== ER.PACKET_TOO_LARGE || rows.length !== 1 || !row) return undefined;
+  const where = index === undefined ? '' : ` at index ${index}`;
+  return new InvalidJobError(
+    `invalid payload for job '${row.name}'${where}: too large: its row is bigger than the server's max_allowed_packet (${formatBytes(Buffer.byteLength(row.payload))} of JSON): store large data elsewhere and pass its id`,
+    { cause: error },
+  );
 }

@@ -124,14 +124,16 @@ describe('dispatchMany killed mid-transaction', () => {
     expect(await count(mq.knex, mq.tables.jobs)).toBe(JOBS);
   });
 
-  it('a payload JSON cannot encode, met while the INSERT before it is in flight on a connection that dies: rejects with that error, no row, nothing unhandled', async () => {
-    // The trap row is in the first INSERT; row 1,500 (a BigInt) fails to build while that INSERT sleeps.
+  it('a payload JSON cannot encode is refused before any INSERT goes out: no statement in flight, no row, nothing unhandled', async () => {
+    // Before payloads were checked upfront, row 1,500 (a BigInt) failed to build while the first INSERT,
+    // trapped at row 500, was in flight. Now nothing is sent: the trap stays armed.
+    await admin.query('UPDATE kill_trap SET armed = 1');
     const loose = Array.from({ length: JOBS }, (_, index) => (index === 1_500 ? { n: index, size: 10n } : { n: index === 500 ? TRAP_AT : JOBS + index }));
-    const outcome = await killedMidTransaction(() => mq.dispatchMany('loose', loose, { chunkSize: CHUNK }));
+    await expect(mq.dispatchMany('loose', loose, { chunkSize: CHUNK })).rejects.toThrow(/^invalid payload for job 'loose' at index 1500: size: a BigInt cannot be stored as JSON/);
+    const [[trap]] = (await admin.query('SELECT armed FROM kill_trap')) as unknown as [[{ armed: number }]];
+    expect(trap.armed).toBe(1);
+    await sleep(50);
     expect(unhandled).toEqual([]);
-    const error = rejection(outcome);
-    expect(error).toBeInstanceOf(TypeError);
-    expect(error.message).toMatch(/BigInt/);
     expect(await count(mq.knex, mq.tables.jobs)).toBe(0);
   });
 });

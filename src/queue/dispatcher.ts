@@ -136,9 +136,10 @@ export class Dispatcher {
       if (running) report((written += await running));
       return written;
     } catch (error) {
-      // Building the next chunk threw (a payload JSON cannot encode) while the previous INSERT was
-      // in flight: wait for that INSERT, so the transaction's rollback goes out after it and its
-      // failure, if the connection dies meanwhile, is not left unhandled (which ends the process).
+      // Building the next chunk threw while the previous INSERT was in flight: wait for that INSERT,
+      // so the transaction's rollback goes out after it and its failure, if the connection dies
+      // meanwhile, is not left unhandled (which ends the process). (Payloads JSON cannot encode are
+      // refused before anything is built; what is left is a bug, or memory running out.)
       await running?.catch(() => undefined);
       throw error;
     }

@@ -4,6 +4,7 @@ import { MAX_TIMER_MS, MAX_TIMER_TEXT, parseDuration, type Duration } from '../d
 import { InvalidJobError } from '../errors.js';
 import { assertName } from '../names.js';
 import type { JobDefinition } from '../job.js';
+import { jsonProblem } from './payload-json.js';
 import type { UniqueOption } from './unique.js';
 
 export interface DispatchOptions {
@@ -108,8 +109,10 @@ export function validatePayload(job: JobDefinition | string, payload: unknown, i
   return ensureSerializable(result.data, job.name, where);
 }
 
+/** The payload as it will be stored, checked before anything is written (see jsonProblem). */
 function ensureSerializable(payload: unknown, name: string, where: string): unknown {
-  if (payload === undefined) throw new InvalidJobError(`invalid payload for job '${name}'${where}: payload is undefined`);
+  const problem = payload === undefined ? 'payload is undefined' : jsonProblem(payload);
+  if (problem) throw new InvalidJobError(`invalid payload for job '${name}'${where}: ${problem}`);
   return payload;
 }
 

@@ -104,7 +104,7 @@ class Attempt implements RunningAttempt {
     }
     // A timeout of 0 means "no timeout", as in Laravel.
     if (job.timeoutMs > 0) this.timer = setTimeout(() => this.stop(new JobTimeoutError(job.timeoutMs)), job.timeoutMs);
-    const context = jobContext(this, logger);
+    const context = new HandlerContext(this, logger);
     const extra = extend?.(definition, this);
     if (extra) Object.assign(context, extra);
     this.handler = 'running';
@@ -202,20 +202,36 @@ class Attempt implements RunningAttempt {
   }
 }
 
-function jobContext(attempt: Attempt, logger: Logger): JobContext {
-  const { job } = attempt;
-  let jobLogger: Logger | undefined;
-  return {
-    get signal() {
-      return attempt.signal;
-    },
-    job: { id: job.id, uuid: job.uuid, name: job.name, queue: job.queue, attempt: job.attempt, maxAttempts: job.maxAttempts, batchId: job.batchId },
-    // Created on first use: a pino child per job costs more than a no-op job itself.
-    get logger() {
-      return (jobLogger ??= logger.child({ jobId: job.id, job: job.name, attempt: job.attempt }));
-    },
-    defer,
-  };
+/**
+ * What the handler gets. `signal` and `logger` are made on first use, by getters on the class: an
+ * object literal with getters made two closures and went through the runtime for each accessor,
+ * ~1 µs per job (a class instance: ~15 ns). So read them from the context; a spread copy
+ * (`{ ...ctx }`) has `job`, `defer` and `rateLimit`, not them.
+ */
+class HandlerContext implements JobContext {
+  readonly job: JobContext['job'];
+  readonly defer = defer;
+  declare rateLimit?: JobContext['rateLimit'];
+  readonly #attempt: Attempt;
+  readonly #workerLogger: Logger;
+  #logger: Logger | undefined;
+
+  constructor(attempt: Attempt, workerLogger: Logger) {
+    const { job } = attempt;
+    this.job = { id: job.id, uuid: job.uuid, name: job.name, queue: job.queue, attempt: job.attempt, maxAttempts: job.maxAttempts, batchId: job.batchId };
+    this.#attempt = attempt;
+    this.#workerLogger = workerLogger;
+  }
+
+  get signal(): AbortSignal {
+    return this.#attempt.signal;
+  }
+
+  /** A pino child per job costs more than a no-op job itself: made only for handlers that log. */
+  get logger(): Logger {
+    const { job } = this;
+    return (this.#logger ??= this.#workerLogger.child({ jobId: job.id, job: job.name, attempt: job.attempt }));
+  }
 }
 
 function defer(delay: Duration, reason?: string): never {

@@ -158,13 +158,14 @@ describe('an error that escapes the worker loop', () => {
 describe('a finished job waiting for its grouped DELETE', () => {
   it('keeps its lease: another worker’s sweep never hands it out again', async () => {
     const { id } = await mq.dispatch(sleeper, { ms: 1 });
-    // The DELETE waits 1.5 s for company, three times the lease (0.5 s).
-    const finisher = worker({ completionWindow: '1500ms', timeout: '10s', leaseGrace: '100ms', leaseMax: '500ms' });
+    // The DELETE waits 3 s for company, three times the lease (1 s: renewed every quarter, so a busy
+    // machine's late renewal tick does not lose it; the old code lost it however the machine ran).
+    const finisher = worker({ completionWindow: '3s', timeout: '10s', leaseGrace: '100ms', leaseMax: '1s' });
     const sweeper = worker({ sweepInterval: '100ms' });
     const finishing = finisher.run();
     await waitFor('the job to run', () => runsOf(id).length === 1);
     const sweeping = sweeper.run();
-    await waitFor('the DELETE', async () => (await count(mq.knex, 'jobs')) === 0, 5_000);
+    await waitFor('the DELETE', async () => (await count(mq.knex, 'jobs')) === 0, 8_000);
     await sleep(300);
     await Promise.all([finisher.stop(), sweeper.stop()]);
     await Promise.all([finishing, sweeping]);

@@ -10,12 +10,10 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import mysql from 'mysql2/promise';
-import { z } from 'zod';
 import { isConnectionError } from '../src/db/errors.js';
-import { PermanentError } from '../src/errors.js';
-import { defineJob } from '../src/job.js';
 import type { Mailq } from '../src/mailq.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { doomed, keyed, note } from './support/write-jobs.js';
 import { count, openQueue, sleep, waitFor } from './support/queue.js';
 import { startTcpProxy } from './support/tcp-proxy.js';
 
@@ -25,15 +23,6 @@ const CHUNK = 1_000;
 /** In the second INSERT of a 3,000-job dispatch: the first 1,000 rows are written when the connection dies. */
 const TRAP_AT = 1_500;
 
-const note = defineJob({ name: 'note', schema: z.object({ n: z.number() }), handle: () => undefined });
-const keyed = defineJob({ name: 'keyed', schema: z.object({ n: z.number() }), unique: ({ n }) => `k${n}`, handle: () => undefined });
-const doomed = defineJob({
-  name: 'doomed',
-  schema: z.object({ n: z.number() }),
-  handle({ n }) {
-    throw new PermanentError(`cannot process ${n}`);
-  },
-});
 
 let db: TestDatabase;
 let mq: Mailq;

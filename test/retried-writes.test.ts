@@ -1,9 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { z } from 'zod';
-import { PermanentError } from '../src/errors.js';
-import { defineJob } from '../src/job.js';
 import type { Mailq } from '../src/mailq.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { doomed, keyed, note } from './support/write-jobs.js';
 import { openLockWaitQueue, type LockWaitQueue } from './support/lock-wait.js';
 import { count } from './support/queue.js';
 
@@ -16,15 +14,6 @@ import { count } from './support/queue.js';
 
 const LOCK_WAIT_SECONDS = 1;
 
-const note = defineJob({ name: 'note', schema: z.object({ n: z.number() }), handle: () => undefined });
-const keyed = defineJob({ name: 'keyed', schema: z.object({ n: z.number() }), unique: ({ n }) => `k${n}`, handle: () => undefined });
-const doomed = defineJob({
-  name: 'doomed',
-  schema: z.object({ n: z.number() }),
-  handle({ n }) {
-    throw new PermanentError(`cannot process ${n}`);
-  },
-});
 
 let db: TestDatabase;
 let queue: LockWaitQueue;
